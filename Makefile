@@ -1,0 +1,36 @@
+# survae — common tasks. `make install` creates .venv/ at the project root; other targets use it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# On machines without an NVIDIA driver, pin the CPU build of torch (see constraints-cpu.txt).
+CONSTRAINTS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
+
+.PHONY: install run test test-full lint format benchmark clean
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(CONSTRAINTS) -e ".[dev,cluster]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) run.py $(ARGS)
+
+test: install
+	$(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
+
+test-full: install
+	$(PY) -m pytest -q $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check survae tests scripts run.py
+	$(VENV)/bin/ruff format --check survae tests scripts run.py
+
+format: install
+	$(VENV)/bin/ruff check --fix survae tests scripts run.py
+	$(VENV)/bin/ruff format survae tests scripts run.py
+
+clean:
+	rm -rf $(VENV) outputs multirun logs .pytest_cache

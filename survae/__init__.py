@@ -1,0 +1,14 @@
+"""survae: normalizing flows and SurVAE flows with likelihoods you can trust.
+
+Importing the package registers every layer, network, distribution and architecture.
+"""
+
+from survae import _torchvision_compat
+
+_torchvision_compat.install()
+
+from survae import distributions, nn, registry, transforms  # noqa: E402,F401  (registers)
+from survae.flows import Flow  # noqa: E402
+
+__all__ = ["Flow", "distributions", "nn", "registry", "transforms"]
+__version__ = "0.1.0"

@@ -1,0 +1,44 @@
+"""Errors raised by survae with messages a user can act on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class ShapeError(ValueError):
+    """An input does not have the shape a layer needs; names the layer and both shapes."""
+
+
+def _fmt(shape: Sequence[int | str | None]) -> str:
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+
+
+def check_shape(
+    layer: object, x: torch.Tensor, expected: Sequence[int | str | None], what: str = "input"
+) -> None:
+    """Check ``x.shape == expected``; ``None`` entries match anything (e.g. the batch).
+
+    Only Python ints are compared, so the check never synchronises with the device.
+    """
+    name = type(layer).__name__
+    ok = x.dim() == len(expected) and all(
+        e is None or isinstance(e, str) or e == s for e, s in zip(expected, x.shape)
+    )
+    if not ok:
+        raise ShapeError(
+            f"{name}: expected {what} of shape {_fmt(expected)}, got {_fmt(tuple(x.shape))}"
+        )
+
+
+def check_ndim(layer: object, x: torch.Tensor, ndims: int | Sequence[int], what: str = "input"):
+    """Check the rank of ``x``; ``ndims`` counts the batch dimension."""
+    allowed = (ndims,) if isinstance(ndims, int) else tuple(ndims)
+    if x.dim() not in allowed:
+        names = {2: "(batch, features)", 3: "(batch, channels, length)", 4: "(batch, C, H, W)"}
+        want = " or ".join(names.get(n, f"{n}-D") for n in allowed)
+        raise ShapeError(
+            f"{type(layer).__name__}: expected {what} of shape {want}, "
+            f"got {_fmt(tuple(x.shape))}"
+        )

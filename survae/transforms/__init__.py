@@ -1,0 +1,20 @@
+"""Layers: bijections, surjections and stochastic transforms (all registered as ``layer``)."""
+
+from survae.transforms import bijections, stochastic, surjections  # noqa: F401  (registers)
+from survae.transforms.base import (
+    Bijection,
+    InverseBijection,
+    Sequential,
+    StochasticTransform,
+    Surjection,
+    Transform,
+)
+
+__all__ = [
+    "Bijection",
+    "InverseBijection",
+    "Sequential",
+    "StochasticTransform",
+    "Surjection",
+    "Transform",
+]
