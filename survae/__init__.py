@@ -7,7 +7,13 @@ from survae import _torchvision_compat
 
 _torchvision_compat.install()
 
-from survae import distributions, nn, registry, transforms  # noqa: E402,F401  (registers)
+from survae import (  # noqa: E402,F401  (importing registers every building block)
+    architectures,
+    distributions,
+    nn,
+    registry,
+    transforms,
+)
 from survae.flows import Flow  # noqa: E402
 
 __all__ = ["Flow", "distributions", "nn", "registry", "transforms"]

@@ -1,6 +1,26 @@
-"""Networks used inside layers (registered as ``network``)."""
+"""Networks used inside layers (registered as ``network``); each takes
+``(in_channels, out_channels, **hyperparameters)``."""
 
 from survae.nn.build import build_network, zero_init_
+from survae.nn.convnet import ConvNet
+from survae.nn.densenet import DenseBlock, DenseNet, GatedConv2d
+from survae.nn.flowpp import FlowPPNet
+from survae.nn.glow import GlowNet, ZeroConv2d
 from survae.nn.mlp import MLP
+from survae.nn.resnet import ResNet
+from survae.nn.transformer import Transformer
 
-__all__ = ["MLP", "build_network", "zero_init_"]
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "DenseBlock",
+    "DenseNet",
+    "FlowPPNet",
+    "GatedConv2d",
+    "GlowNet",
+    "ResNet",
+    "Transformer",
+    "ZeroConv2d",
+    "build_network",
+    "zero_init_",
+]

@@ -1,0 +1,97 @@
+"""Building a model from a config mapping, and loading a trained one.
+
+A model spec is either an architecture (``{"architecture": NAME, **hyperparameters}``, a
+registered builder) or a generic stack (``{"layers": [{"name": NAME, **kwargs}, ...],
+"base": {"name": NAME, **kwargs}}``) of registered layers. Only registered names are used.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from survae import registry
+from survae.config_check import ConfigError, check_kwargs
+from survae.flows import Flow
+
+
+def _build_registered(kind: str, spec: Mapping[str, Any], where: str, **given: Any) -> Any:
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {spec!r}")
+    cls = registry.get(kind, spec["name"])
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    kwargs.update({k: v for k, v in given.items() if k not in kwargs})
+    check_kwargs(cls, kwargs, where)
+    return cls(**kwargs)
+
+
+def _infer_latent_shape(layers: Sequence[torch.nn.Module], data_shape: Sequence[int]) -> list[int]:
+    x = torch.zeros(2, *data_shape)
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            was_training = layer.training
+            layer.eval()
+            try:
+                x, _ = layer(x)
+            finally:
+                layer.train(was_training)
+    return list(x.shape[1:])
+
+
+def build_model(
+    spec: Mapping[str, Any], data_shape: Sequence[int], num_bins: int | None = None
+) -> Flow:
+    """A :class:`~survae.flows.Flow` from a model spec (see module docstring).
+
+    ``data_shape`` (one example) and ``num_bins`` (discrete data) are passed to architecture
+    builders; a generic stack infers its base distribution's shape when ``base`` has none.
+    """
+    spec = dict(spec)
+    if "architecture" in spec:
+        name = spec.pop("architecture")
+        builder = registry.get("architecture", name)
+        kwargs = {"data_shape": tuple(data_shape), "num_bins": num_bins, **spec}
+        check_kwargs(builder, kwargs, f"model (architecture {name!r})")
+        model = builder(**kwargs)
+    elif "layers" in spec:
+        unknown = set(spec) - {"layers", "base"}
+        if unknown:
+            raise ConfigError(
+                f"model: unknown key(s) {sorted(unknown)}; a layer stack takes 'layers' and 'base'"
+            )
+        layers = [
+            _build_registered("layer", layer_spec, f"model.layers[{i}]")
+            for i, layer_spec in enumerate(spec["layers"])
+        ]
+        base_spec = dict(spec.get("base") or {"name": "standard_normal"})
+        if "shape" not in base_spec:
+            base_spec["shape"] = _infer_latent_shape(layers, data_shape)
+        base = _build_registered("distribution", base_spec, "model.base")
+        model = Flow(base, layers)
+    else:
+        raise ConfigError(
+            "model: expected either 'architecture' (one of "
+            f"{', '.join(registry.available('architecture')) or 'none registered'}) or 'layers'"
+        )
+    if not isinstance(model, Flow):
+        raise ConfigError(f"model: builder returned {type(model).__name__}, not a Flow")
+    return model
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> Flow:
+    """The trained :class:`Flow` stored in a training checkpoint (EMA weights when present)."""
+    ckpt = torch.load(str(path), map_location=map_location, weights_only=False)
+    hp = ckpt.get("hyper_parameters", {})
+    if "model_spec" not in hp:
+        raise ValueError(f"{path} is not a survae training checkpoint (no 'model_spec')")
+    info = hp["data_info"]
+    model = build_model(copy.deepcopy(hp["model_spec"]), info["shape"], info.get("num_bins"))
+    state = ckpt["state_dict"]
+    prefix = "ema.module." if ema and any(k.startswith("ema.module.") for k in state) else "model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    model.load_state_dict(weights)
+    return model.eval()

@@ -1,0 +1,119 @@
+"""Set transformer for point-cloud couplings (SurVAE Flows, Nielsen et al. 2020, Sec. 5.3;
+blocks as in Vaswani et al. 2017 with pre-layer-normalisation, Xiong et al. 2020).
+
+Without a positional embedding the network is permutation-equivariant over the points: permuting
+the input points permutes the output identically, which PermuteFlow's couplings rely on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from survae.errors import check_shape
+from survae.nn.build import zero_init_
+from survae.registry import register
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention on ``[B, N, d]`` via ``scaled_dot_product_attention``
+    (same parameters as ``nn.MultiheadAttention``: a d→3d input and a d→d output projection)."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(
+                f"SelfAttention: d_model ({d_model}) must be divisible by num_heads ({num_heads})"
+            )
+        self.num_heads, self.dropout = num_heads, dropout
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj.weight)
+        nn.init.zeros_(self.in_proj.bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, d = x.shape
+        qkv = self.in_proj(x).reshape(B, N, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, N, d_head]
+        p = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        return self.out_proj(a.transpose(1, 2).reshape(B, N, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: ``x + drop(attn(LN(x)))`` then ``x + drop(W₂ drop(GELU(W₁ LN(x))))``."""
+
+    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x)))
+        h = self.dropout(F.gelu(self.linear1(self.norm2(x))))
+        return x + self.dropout(self.linear2(h))
+
+
+@register("network", "transformer")
+class Transformer(nn.Module):
+    """Transformer over a point set ``[B, in_channels, N] → [B, out_channels, N]``.
+
+    linear (in→d_model) [+ learned positional embedding] → ``num_layers`` pre-LN blocks →
+    LayerNorm → linear (d_model→out), zero-initialised by default so a coupling starts at the
+    identity. ``positional_embedding=P`` adds an embedding over exactly ``P`` positions (inputs
+    must then have ``N == P`` points; SortFlow's across-point couplings, whose points are
+    ordered) and makes the network position-aware rather than permutation-equivariant.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        d_model: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 8,
+        dim_feedforward: int = 256,
+        dropout: float = 0.1,
+        positional_embedding: int | None = None,
+        zero_init_output: bool = True,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.num_positions = positional_embedding
+        self.inp = nn.Linear(in_channels, d_model)
+        if positional_embedding is not None:
+            self.pos_emb = nn.Parameter(
+                torch.randn(positional_embedding, d_model) * (0.125 / math.sqrt(d_model))
+            )
+        else:
+            self.register_parameter("pos_emb", None)
+        self.layers = nn.ModuleList(
+            TransformerBlock(d_model, num_heads, dim_feedforward, dropout)
+            for _ in range(num_layers)
+        )
+        # Scale residual-branch outputs down with depth (GPT-2 style) for a stable start.
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.attn.out_proj.weight.div_(math.sqrt(2 * num_layers))
+                layer.linear2.weight.div_(math.sqrt(2 * num_layers))
+        self.out_norm = nn.LayerNorm(d_model)
+        self.out = nn.Linear(d_model, out_channels)
+        if zero_init_output:
+            zero_init_(self.out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_shape(self, x, (None, self.in_channels, self.num_positions))
+        h = self.inp(x.transpose(1, 2))  # [B, N, d_model]
+        if self.pos_emb is not None:
+            h = h + self.pos_emb
+        for layer in self.layers:
+            h = layer(h)
+        return self.out(self.out_norm(h)).transpose(1, 2)

@@ -1,0 +1,63 @@
+"""Callbacks: periodic samples, and the final report of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
+
+from survae.training import plots
+
+
+class SampleFigures(pl.Callback):
+    """Every ``every_n_epochs`` epochs, draws samples and saves/logs a figure suited to the data:
+    an image grid, point-cloud scatter plots, or a 2-D density heat map with samples."""
+
+    def __init__(
+        self, folder: str, every_n_epochs: int = 1, num_samples: int = 64, temperature: float = 1.0
+    ):
+        self.folder = Path(folder)
+        self.every_n_epochs = every_n_epochs
+        self.num_samples = num_samples
+        self.temperature = temperature
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.every_n_epochs <= 0 or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.make_figure(pl_module, self.folder / f"samples_epoch{trainer.current_epoch:04d}.png")
+        if path is None:
+            return
+        for logger in trainer.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if log_image is not None:
+                log_image(key="samples", images=[str(path)], step=trainer.global_step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):
+                from torchvision.io import decode_png, read_file
+
+                try:
+                    logger.experiment.add_image("samples", decode_png(read_file(str(path))),
+                                                trainer.global_step)
+                except RuntimeError:  # compiled image ops unavailable
+                    pass
+
+    def make_figure(self, pl_module, path: Path) -> Path | None:
+        kind = pl_module.kind
+        if kind == "tabular":
+            return None
+        samples = pl_module.sample(self.num_samples, temperature=self.temperature)
+        info = pl_module.hparams.data_info
+        if kind == "image":
+            return plots.image_grid(samples, int(info["num_bins"]), path)
+        if kind == "points":
+            return plots.point_clouds(samples, path)
+        model = pl_module.eval_model
+        was_training = model.training
+        model.eval()
+        try:
+            more = pl_module.sample(5000, temperature=self.temperature)
+            return plots.density_2d(model, path, samples=more)
+        finally:
+            model.train(was_training)

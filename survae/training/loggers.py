@@ -1,0 +1,66 @@
+"""Experiment loggers: W&B by default (offline when there is no API key), CSV, TensorBoard."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+
+from survae.config_check import ConfigError
+
+LOGGERS = ("wandb", "csv", "tensorboard", "none")
+
+
+def wandb_credentials_present() -> bool:
+    """Whether an API key is configured (env var or ~/.netrc); decides online vs offline."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        path = os.path.expanduser("~/.netrc")
+        return os.path.exists(path) and netrc.netrc(path).authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(mode: str | None) -> str:
+    """``WANDB_MODE`` if set, else the config's mode; ``auto`` is online only with credentials."""
+    mode = os.environ.get("WANDB_MODE") or mode or "auto"
+    if mode == "auto":
+        return "online" if wandb_credentials_present() else "offline"
+    return mode
+
+
+def build_logger(
+    cfg: Mapping[str, Any], save_dir: str, run_config: Mapping[str, Any] | None = None
+) -> Logger | None:
+    """A Lightning logger from ``{type, project, name, tags, group, mode, ...}``."""
+    kind = cfg.get("type", "wandb")
+    if kind not in LOGGERS:
+        raise ConfigError(f"logger.type: unknown logger {kind!r}; valid: {', '.join(LOGGERS)}")
+    name = cfg.get("name")
+    if kind == "none":
+        return None
+    if kind == "csv":
+        return CSVLogger(save_dir=save_dir, name=name or "csv", version="")
+    if kind == "tensorboard":
+        return TensorBoardLogger(save_dir=save_dir, name=name or "tensorboard", version="")
+    mode = resolve_wandb_mode(cfg.get("mode"))
+    os.environ.setdefault("WANDB_SILENT", "true")
+    logger = WandbLogger(
+        project=cfg.get("project", "survae"),
+        entity=cfg.get("entity"),
+        name=name,
+        group=cfg.get("group"),
+        tags=list(cfg.get("tags") or []),
+        save_dir=save_dir,
+        offline=mode == "offline",
+        mode=mode if mode == "disabled" else None,
+        log_model=False,
+        settings={"init_timeout": float(cfg.get("init_timeout", 60)), "silent": True},
+    )
+    if run_config is not None:
+        logger.log_hyperparams(dict(run_config))
+    return logger

@@ -1,0 +1,136 @@
+"""The Lightning module: maximum-likelihood training of a flow built from a model spec."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from survae.metrics import importance_weighted_log_prob, metric_for
+from survae.models import build_model
+from survae.training.optim import build_optimizer, build_scheduler
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the message names the step and the layer."""
+
+
+class FlowModule(pl.LightningModule):
+    """Trains ``build_model(model_spec)`` by maximum likelihood and logs the papers' units.
+
+    Per split (``train/``, ``val/``, ``test/``) it logs the data kind's metric — bits/dim for
+    images, per-point log-likelihood for point sets, nats for tabular and 2-D data — as
+    ``{split}/{metric}``, and ``{split}/exact`` (1 when the value is an exact likelihood, 0
+    when it is a lower bound). The training loss is the metric oriented for minimisation.
+    """
+
+    def __init__(
+        self,
+        model_spec: Mapping[str, Any],
+        data_info: Mapping[str, Any],
+        optim: Mapping[str, Any] | None = None,
+        ema_decay: float | None = None,
+        test_iw_samples: int = 1,
+        check_finite: bool = True,
+        nonfinite_checkpoint_dir: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(model_spec, data_info["shape"], data_info.get("num_bins"))
+        self.kind = data_info["kind"]
+        self.metric = metric_for(self.kind, data_info["shape"])
+        self.optim_cfg = dict(optim or {})
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            if ema_decay
+            else None
+        )
+        self.test_iw_samples = int(test_iw_samples)
+        self.check_finite = check_finite
+        self.nonfinite_checkpoint_dir = nonfinite_checkpoint_dir
+
+    # ---------------------------------------------------------------- objective
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights used for validation, testing and sampling (EMA when enabled)."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _log_metric(self, split: str, log_prob: torch.Tensor, exact: bool) -> torch.Tensor:
+        value = self.metric.from_log_prob(log_prob).mean()
+        on_step = split == "train"
+        self.log(f"{split}/{self.metric.name}", value, prog_bar=True, on_step=on_step,
+                 on_epoch=True, sync_dist=not on_step, batch_size=log_prob.shape[0])
+        self.log(f"{split}/exact", float(exact), on_step=False, on_epoch=True,
+                 batch_size=log_prob.shape[0])
+        return value
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        log_prob = self.model.log_prob(batch)
+        value = self._log_metric("train", log_prob, self.model.exact)
+        loss = value if not self.metric.higher_is_better else -value
+        if self.check_finite and not torch.isfinite(loss):  # one host sync per step
+            self._stop_on_nonfinite(batch, loss)
+        return loss
+
+    def _stop_on_nonfinite(self, batch: torch.Tensor, loss: torch.Tensor) -> None:
+        layer = self.model.first_nonfinite_layer(batch) or "unknown (non-finite only in the sum)"
+        saved = ""
+        if self.nonfinite_checkpoint_dir is not None and self.trainer is not None:
+            path = f"{self.nonfinite_checkpoint_dir}/nonfinite-step{self.global_step}.ckpt"
+            self.trainer.save_checkpoint(path)  # weights are still finite: no update yet
+            saved = f" Weights before this step were saved to {path}."
+        raise NonFiniteLossError(
+            f"Loss became {loss.item()} at step {self.global_step} "
+            f"(epoch {self.current_epoch}); first non-finite layer: {layer}.{saved} "
+            "Lower the learning rate, enable gradient clipping, or check the data range."
+        )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        model = self.eval_model
+        self._log_metric("val", model.log_prob(batch), model.exact)
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        model = self.eval_model
+        if model.exact or self.test_iw_samples <= 1:
+            log_prob = model.log_prob(batch)
+        else:
+            log_prob = importance_weighted_log_prob(model.log_prob, batch, self.test_iw_samples)
+        self._log_metric("test", log_prob, model.exact)
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
+        steps_per_epoch = self._steps_per_epoch()
+        scheduler = build_scheduler(optimizer, self.optim_cfg, steps_per_epoch)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 1
+        total = trainer.estimated_stepping_batches
+        if trainer.max_epochs and trainer.max_epochs > 0 and math.isfinite(total):
+            return max(1, int(total) // trainer.max_epochs)
+        return max(1, int(total)) if math.isfinite(total) else 1
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, num_samples: int, temperature: float = 1.0) -> torch.Tensor:
+        model = self.eval_model
+        was_training = model.training
+        model.eval()
+        try:
+            return model.sample(num_samples, temperature=temperature)
+        finally:
+            model.train(was_training)

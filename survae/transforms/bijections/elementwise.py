@@ -1,0 +1,142 @@
+"""Fixed elementwise bijections: logit/sigmoid squashing and scalar scale/shift.
+
+They work on inputs of any shape ``[B, ...]``; contributions are summed over all but the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from survae.registry import register
+from survae.transforms.base import Bijection
+from survae.utils import num_elements_per_sample, sum_except_batch
+
+
+def _check_eps(name: str, eps: float) -> float:
+    if not 0.0 <= eps < 0.5:
+        raise ValueError(f"{name}: eps must be in [0, 0.5), got {eps}")
+    return float(eps)
+
+
+@register("layer", "logit")
+class Logit(Bijection):
+    """``z = logit(eps + (1 − 2·eps)·x)`` for ``x ∈ (0, 1)`` (RealNVP's preprocessing, with
+    ``eps`` playing the role of its ``α``), mapping images in the unit cube to ℝ.
+
+    Likelihood contribution, summed over elements:
+    ``log(1 − 2·eps) − log y − log(1 − y)`` with ``y = eps + (1 − 2·eps)·x``.
+    """
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = _check_eps("Logit", eps)
+        self._log_factor = math.log1p(-2.0 * self.eps)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.eps + (1.0 - 2.0 * self.eps) * x
+        z = torch.log(y) - torch.log1p(-y)
+        # -log y - log(1 - y) = softplus(-z) + softplus(z), stable for large |z|
+        ldj = sum_except_batch(F.softplus(z) + F.softplus(-z) + self._log_factor)
+        return z, ldj
+
+    def inverse_with_ldj(
+        self, z: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (torch.sigmoid(z) - self.eps) / (1.0 - 2.0 * self.eps)
+        ldj = -sum_except_batch(F.softplus(z) + F.softplus(-z) + self._log_factor)
+        return x, ldj
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+@register("layer", "sigmoid")
+class Sigmoid(Bijection):
+    """``z = (sigmoid(x) − eps) / (1 − 2·eps)``, ℝ → (0, 1); exactly the inverse of
+    ``Logit(eps)`` (default ``eps = 0``: the plain sigmoid).
+
+    Likelihood contribution, summed over elements:
+    ``log sigmoid(x) + log sigmoid(−x) − log(1 − 2·eps)``.
+    """
+
+    def __init__(self, eps: float = 0.0):
+        super().__init__()
+        self.eps = _check_eps("Sigmoid", eps)
+        self._log_factor = math.log1p(-2.0 * self.eps)
+
+    def _ldj(self, x: torch.Tensor) -> torch.Tensor:
+        return -sum_except_batch(F.softplus(x) + F.softplus(-x) + self._log_factor)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z = (torch.sigmoid(x) - self.eps) / (1.0 - 2.0 * self.eps)
+        return z, self._ldj(x)
+
+    def inverse_with_ldj(
+        self, z: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.eps + (1.0 - 2.0 * self.eps) * z
+        x = torch.log(y) - torch.log1p(-y)
+        return x, -self._ldj(x)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+@register("layer", "scale")
+class Scale(Bijection):
+    """``z = scale · x`` with a fixed non-zero scalar (e.g. ``1/256`` to map byte values to
+    the unit cube). Likelihood contribution: ``D · log|scale|``, ``D`` = elements per example.
+    """
+
+    def __init__(self, scale: float):
+        super().__init__()
+        if scale == 0:
+            raise ValueError("Scale: scale must be non-zero to be invertible")
+        self.scale = float(scale)
+        self._log_abs = math.log(abs(self.scale))
+
+    def _ldj(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_full((x.shape[0],), num_elements_per_sample(x) * self._log_abs)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return x * self.scale, self._ldj(x)
+
+    def inverse_with_ldj(
+        self, z: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return z / self.scale, -self._ldj(z)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+@register("layer", "shift")
+class Shift(Bijection):
+    """``z = x + shift`` with a fixed scalar (e.g. ``-0.5`` to centre data in ``[0, 1]``).
+    Likelihood contribution: 0."""
+
+    def __init__(self, shift: float):
+        super().__init__()
+        self.shift = float(shift)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + self.shift, x.new_zeros(x.shape[0])
+
+    def inverse_with_ldj(
+        self, z: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return z - self.shift, z.new_zeros(z.shape[0])
+
+    def extra_repr(self) -> str:
+        return f"shift={self.shift}"

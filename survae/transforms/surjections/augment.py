@@ -1,0 +1,77 @@
+"""Augmentation: add noise channels to the data (ANF, VFlow)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from survae.distributions.conditional import ConditionalNormal
+from survae.errors import ShapeError, check_ndim, check_shape
+from survae.nn.build import NetSpec
+from survae.registry import register
+from survae.transforms.base import Surjection
+from survae.utils import sum_except_batch
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@register("layer", "augment")
+class Augment(Surjection):
+    """Generative surjection (the inverse of slicing): ``z = concat(x, e)`` along dim 1 with
+    ``e ~ q(e | x)`` of ``aug_channels`` channels (Huang et al. 2020, ANF; Chen et al. 2020,
+    VFlow; Nielsen et al. 2020).
+
+    Likelihood contribution: ``−log q(e | x)``, a single-sample lower bound.
+
+    ``encoder``:
+
+    * ``None`` or ``"standard_normal"`` (default): ``q = N(0, I)``, independent of ``x`` (ANF);
+    * any object with ``sample_with_log_prob(num_samples, context=x)`` — a conditional
+      distribution such as :class:`ConditionalNormal`, or a conditional :class:`Flow` (VFlow);
+    * otherwise a network spec/module: a ``ConditionalNormal`` with ``in_channels`` input and
+      ``2·aug_channels`` output channels is built from it.
+
+    ``inverse`` drops the augmented channels: ``x = z[:, :in_channels]``.
+    """
+
+    def __init__(self, in_channels: int, aug_channels: int, encoder: Any | NetSpec = None):
+        super().__init__()
+        if in_channels < 1 or aug_channels < 1:
+            raise ValueError(
+                f"Augment: in_channels and aug_channels must be >= 1, got {in_channels}, "
+                f"{aug_channels}"
+            )
+        self.in_channels = int(in_channels)
+        self.aug_channels = int(aug_channels)
+        if encoder is None or encoder == "standard_normal":
+            self.encoder = None
+        elif callable(getattr(encoder, "sample_with_log_prob", None)):
+            self.encoder = encoder
+        else:
+            self.encoder = ConditionalNormal(encoder, self.in_channels, self.aug_channels)
+
+    def _check_channels(self, x: torch.Tensor, channels: int, what: str) -> None:
+        check_ndim(self, x, (2, 3, 4, 5), what)
+        if x.shape[1] != channels:
+            rest = ", ".join("*" for _ in x.shape[2:])
+            raise ShapeError(
+                f"Augment: expected {what} of shape (*, {channels}{', ' + rest if rest else ''})"
+                f", got {tuple(x.shape)}"
+            )
+
+    def forward(self, x, context=None):
+        self._check_channels(x, self.in_channels, "input")
+        expected = (x.shape[0], self.aug_channels, *x.shape[2:])
+        if self.encoder is None:
+            e = torch.randn(expected, device=x.device, dtype=x.dtype)
+            log_q = sum_except_batch(-0.5 * (e**2 + LOG_2PI))
+        else:
+            e, log_q = self.encoder.sample_with_log_prob(x.shape[0], context=x)
+            check_shape(self, e, expected, what="augmentation noise (encoder sample)")
+        return torch.cat([x, e], dim=1), -log_q
+
+    def inverse(self, z, context=None):
+        self._check_channels(z, self.in_channels + self.aug_channels, "latent")
+        return z[:, : self.in_channels]

@@ -1,0 +1,109 @@
+"""Point-set transformer: shapes, identity start, equivariance, positional embedding."""
+
+import pytest
+import torch
+
+from survae.errors import ShapeError
+from survae.nn.build import build_network
+from survae.nn.transformer import SelfAttention, Transformer
+from survae.registry import get
+
+
+def _num_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _assert_all_grads(net: torch.nn.Module) -> None:
+    for name, p in net.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+def _perturbed(net: Transformer) -> Transformer:
+    with torch.no_grad():
+        net.out.weight.normal_()
+        net.out.bias.normal_()
+    return net
+
+
+def test_registered():
+    assert get("network", "transformer") is Transformer
+    assert isinstance(build_network({"name": "transformer", "d_model": 16}, 2, 4), Transformer)
+
+
+def test_parameter_counts_match_official_point_cloud_nets():
+    # Official PermuteFlow: 32 × (coordinate net 1→2 + point net 2→4 + actnorm 4) = 6,428,992;
+    # SortFlow adds a 25-position embedding to the point nets: 6,480,192.
+    assert _num_params(Transformer(1, 2)) == 100_354
+    assert _num_params(Transformer(2, 4)) == 100_548
+    assert _num_params(Transformer(2, 4, positional_embedding=25)) == 100_548 + 25 * 64
+
+
+@pytest.mark.parametrize("pos", [None, 7])
+def test_shape_and_zero_output(pos):
+    net = Transformer(2, 4, d_model=16, num_heads=4, dim_feedforward=32, positional_embedding=pos)
+    y = net(torch.randn(3, 2, 7))
+    assert y.shape == (3, 4, 7)
+    assert torch.equal(y, torch.zeros_like(y))
+
+
+@pytest.mark.parametrize("pos", [None, 5])
+def test_gradients_reach_all_parameters(pos):
+    net = Transformer(2, 3, d_model=16, num_heads=4, dim_feedforward=32, positional_embedding=pos)
+    with torch.no_grad():
+        net.out.weight.normal_(std=0.1)
+    (net(torch.randn(4, 2, 5)) - torch.randn(4, 3, 5)).square().sum().backward()
+    _assert_all_grads(net)
+
+
+def test_permutation_equivariance():
+    net = _perturbed(Transformer(2, 4, d_model=16, num_heads=4, dim_feedforward=32)).eval()
+    x = torch.randn(3, 2, 10)
+    perm = torch.randperm(10)
+    torch.testing.assert_close(net(x[:, :, perm]), net(x)[:, :, perm])
+
+
+def test_positional_embedding_breaks_equivariance_and_fixes_length():
+    net = Transformer(2, 4, d_model=16, num_heads=4, dim_feedforward=32, positional_embedding=6)
+    net = _perturbed(net).eval()
+    x = torch.randn(3, 2, 6)
+    perm = torch.tensor([1, 0, 2, 3, 4, 5])
+    assert not torch.allclose(net(x[:, :, perm]), net(x)[:, :, perm])
+    with pytest.raises(ShapeError, match=r"Transformer.*\(\*, 2, 6\).*\(3, 2, 7\)"):
+        net(torch.randn(3, 2, 7))
+
+
+def test_points_interact():
+    net = _perturbed(Transformer(2, 4, d_model=16, num_heads=4, dim_feedforward=32)).eval()
+    x = torch.randn(1, 2, 6, requires_grad=True)
+    net(x)[0, :, 0].sum().backward()
+    assert (x.grad[0].abs().sum(0) > 0).all()
+
+
+def test_dropout_only_in_training():
+    net = _perturbed(Transformer(2, 4, d_model=16, num_heads=4, dropout=0.5))
+    x = torch.randn(2, 2, 8)
+    assert not torch.allclose(net(x), net(x))
+    net.eval()
+    torch.testing.assert_close(net(x), net(x))
+
+
+def test_self_attention_matches_torch_multihead_attention():
+    attn = SelfAttention(16, num_heads=4).eval()
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    with torch.no_grad():
+        attn.in_proj.bias.normal_()
+        mha.in_proj_weight.copy_(attn.in_proj.weight)
+        mha.in_proj_bias.copy_(attn.in_proj.bias)
+        mha.out_proj.weight.copy_(attn.out_proj.weight)
+        mha.out_proj.bias.copy_(attn.out_proj.bias)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(attn(x), mha(x, x, x, need_weights=False)[0])
+
+
+def test_wrong_input_raises_shape_error():
+    net = Transformer(2, 4, d_model=16, num_heads=4)
+    with pytest.raises(ShapeError, match=r"Transformer.*\(\*, 2, \*\).*\(3, 5, 2\)"):
+        net(torch.randn(3, 5, 2))  # points-last layout is rejected
+    with pytest.raises(ValueError, match="divisible"):
+        Transformer(2, 4, d_model=10, num_heads=4)
