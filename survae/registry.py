@@ -9,6 +9,7 @@ name only; nothing is imported from a config string. ``available(kind)`` lists t
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -17,6 +18,9 @@ KINDS: tuple[str, ...] = ("layer", "network", "distribution", "architecture", "d
 _REGISTRIES: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
 
 T = TypeVar("T", bound=Callable[..., Any])
+
+#: kinds whose modules are heavy (they pull in Lightning) are imported on first lookup
+_LAZY_MODULES: dict[str, str] = {"dataset": "survae.data"}
 
 
 class UnknownNameError(KeyError):
@@ -34,15 +38,17 @@ class UnknownNameError(KeyError):
         return self.args[0]
 
 
-def _check_kind(kind: str) -> dict[str, Callable[..., Any]]:
+def _check_kind(kind: str, populate: bool = True) -> dict[str, Callable[..., Any]]:
     if kind not in _REGISTRIES:
         raise UnknownNameError("registry kind", kind, list(KINDS))
+    if populate and kind in _LAZY_MODULES:
+        importlib.import_module(_LAZY_MODULES[kind])
     return _REGISTRIES[kind]
 
 
 def register(kind: str, name: str | None = None) -> Callable[[T], T]:
     """Class/function decorator registering ``obj`` under ``name`` (default: its ``__name__``)."""
-    registry = _check_kind(kind)
+    registry = _check_kind(kind, populate=False)
 
     def decorator(obj: T) -> T:
         key = name or obj.__name__

@@ -76,3 +76,15 @@ def test_flow_with_no_layers_is_its_base():
     x = torch.randn(5, 2)
     torch.testing.assert_close(flow.log_prob(x), StandardNormal(2).log_prob(x))
     assert flow.exact and flow.sample(3).shape == (3, 2)
+
+
+def test_inverse_bijection_reports_its_own_log_determinant():
+    from survae.testing import assert_invertible, assert_logdet_matches_autograd
+    from survae.transforms import InverseBijection
+    from survae.transforms.bijections.elementwise import Logit
+
+    layer = InverseBijection(Logit(eps=0.0)).double()  # forward = sigmoid
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert_invertible(layer, x)
+    assert_logdet_matches_autograd(layer, x)
+    assert (layer(x)[0] > 0).all() and (layer(x)[0] < 1).all()

@@ -41,6 +41,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
+def _numpy_state_to_tensors(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _numpy_state_from_tensors(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
+
+
 class RNGStateCallback(pl.Callback):
     """Stores Python, NumPy, torch (and CUDA) RNG states in checkpoints and restores them, so
     that a resumed run draws the same dequantization noise and shuffles as an unbroken one."""
@@ -48,7 +58,8 @@ class RNGStateCallback(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         state = {
             "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            # as a tensor: checkpoints stay loadable with torch.load(weights_only=True)
+            "numpy": _numpy_state_to_tensors(np.random.get_state()),
             "torch": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
@@ -60,7 +71,7 @@ class RNGStateCallback(pl.Callback):
         if not state:
             return
         random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
+        np.random.set_state(_numpy_state_from_tensors(state["numpy"]))
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])

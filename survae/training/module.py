@@ -42,7 +42,10 @@ class FlowModule(pl.LightningModule):
         self.save_hyperparameters()
         self.model = build_model(model_spec, data_info["shape"], data_info.get("num_bins"))
         self.kind = data_info["kind"]
-        self.metric = metric_for(self.kind, data_info["shape"])
+        self.metric = metric_for(self.kind)
+        shape = list(data_info["shape"])
+        # bits/dim count sub-pixels (C·H·W); PPLL counts points (N of an (N, D) set)
+        self.metric_size = shape[0] if self.kind == "points" else math.prod(shape)
         self.optim_cfg = dict(optim or {})
         self.ema = (
             AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -60,7 +63,7 @@ class FlowModule(pl.LightningModule):
         return self.ema.module if self.ema is not None else self.model
 
     def _log_metric(self, split: str, log_prob: torch.Tensor, exact: bool) -> torch.Tensor:
-        value = self.metric.from_log_prob(log_prob).mean()
+        value = self.metric(log_prob, self.metric_size).mean()
         on_step = split == "train"
         self.log(f"{split}/{self.metric.name}", value, prog_bar=True, on_step=on_step,
                  on_epoch=True, sync_dist=not on_step, batch_size=log_prob.shape[0])

@@ -79,7 +79,7 @@ class StochasticTransform(Transform):
 
 
 class InverseBijection(Bijection):
-    """Runs a bijection backwards: forward is the wrapped inverse, ``ldj`` is negated.
+    """Runs a bijection backwards: ``forward`` is the wrapped ``inverse_with_ldj`` and vice versa.
 
     Used for IAF (a MAF run in the sampling direction) and for flows defined generatively.
     """
@@ -89,12 +89,11 @@ class InverseBijection(Bijection):
         self.bijection = bijection
 
     def forward(self, x, context=None):
-        z, ldj = self.bijection.inverse_with_ldj(x, context)
-        return z, -ldj
+        # the wrapped inverse_with_ldj already reports log|det| of the map it applies
+        return self.bijection.inverse_with_ldj(x, context)
 
     def inverse_with_ldj(self, z, context=None):
-        x, ldj = self.bijection(z, context)
-        return x, -ldj
+        return self.bijection(z, context)
 
 
 class Sequential(Transform):

@@ -92,7 +92,9 @@ class _Scripted:
         assert x.shape[0] % batch == 0
         n = x.shape[0] // batch
         # x is repeated sample-major: row s*batch + b is example b
-        torch.testing.assert_close(x.reshape(n, batch, *x.shape[1:]), x[:batch].expand(n, batch, *x.shape[1:]))
+        torch.testing.assert_close(
+            x.reshape(n, batch, *x.shape[1:]), x[:batch].expand(n, batch, *x.shape[1:])
+        )
         self.call_sizes.append(n)
         out = self.values[self.used : self.used + n].reshape(-1)
         self.used += n
@@ -213,5 +215,5 @@ def test_importance_weighting_converges_to_exact_marginal():
 
     # The bound tightens monotonically in k and reaches log p(x).
     errors = [(exact - mean_estimate(k, repeats=40)).mean().item() for k in (1, 10, 100, 1000)]
-    assert errors[0] > errors[1] > errors[2] > errors[3] > -0.02, errors
-    assert abs(errors[3]) < 0.05 * errors[0], errors
+    assert errors[0] > 10 * errors[1] > 0, errors  # k = 10 is tighter but still biased
+    assert abs(errors[2]) < 0.02 and abs(errors[3]) < 0.01, errors  # within Monte Carlo noise

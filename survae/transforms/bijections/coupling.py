@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from survae.errors import check_ndim, check_shape
 from survae.nn.build import NetSpec, build_network
@@ -231,8 +230,7 @@ class AffineCoupling(_Coupling):
     ):
         if scale_fn not in LOG_SCALE_FNS:
             raise ValueError(
-                f"AffineCoupling: unknown scale_fn {scale_fn!r}; valid: "
-                f"{', '.join(LOG_SCALE_FNS)}"
+                f"AffineCoupling: unknown scale_fn {scale_fn!r}; valid: {', '.join(LOG_SCALE_FNS)}"
             )
         super().__init__(num_channels, net, mask, context_channels, split_sizes, reverse_mask)
         self.scale_fn = scale_fn

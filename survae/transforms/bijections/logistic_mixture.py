@@ -18,6 +18,8 @@ max_k(mu_k + w e^{s_k})]``. Gradients flow through the inverse by the implicit-f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,7 @@ from survae.registry import register
 from survae.transforms.base import Bijection
 
 _MASKS = ("channel", "checkerboard")
+_CONTEXT_MODES = ("concat", "net")
 
 
 def mixture_logit_cdf(
@@ -76,13 +79,16 @@ class LogisticMixtureCoupling(Bijection):
     ``mask="channel"`` conditions on the first half of the channels (the second with
     ``flip=True``) and needs an even ``num_channels``; ``mask="checkerboard"`` conditions on the
     positions whose spatial indices sum to an even number (odd with ``flip``), features for
-    vectors. The network maps ``[x1, context]`` (``x·mask`` for the checkerboard; the context
-    is concatenated on the channel axis, ``context_channels`` wide, same spatial size) to
+    vectors. The network maps ``x1`` (``x·mask`` for the checkerboard) and the optional context
+    (``context_channels`` wide, same spatial size as ``x``) to
     ``(3K + 2)·C_out`` channels, ``C_out = C/2`` (channel) or ``C`` (checkerboard), laid out
     parameter-major: viewed as ``[B, 3K + 2, C_out, ...]`` the groups are ``K`` mixture logits,
     ``K`` means, ``K`` log-scales, then the raw log-scale ``a`` and the shift ``b``. The
     elementwise log-scale is bounded, ``a = rescale · tanh(a_raw)`` with a learnable
-    per-channel ``rescale`` (initialised to 1). If the network's last layer is zero-initialised
+    per-channel ``rescale`` (initialised to 1). With ``context_mode="concat"`` the context is
+    concatenated to the network input on the channel axis; with ``"net"`` the network is called
+    as ``net(x1, context)`` (e.g. ``flowpp_net``, whose spec then gets ``context_channels``
+    filled in when it does not set it). If the network's last layer is zero-initialised
     the layer starts exactly at the identity (identical standard logistics, ``a = b = 0``).
     """
 
@@ -94,6 +100,7 @@ class LogisticMixtureCoupling(Bijection):
         mask: str = "channel",
         flip: bool = False,
         context_channels: int = 0,
+        context_mode: str = "concat",
         num_bisection_iters: int = 100,
         min_log_scale: float = -7.0,
     ):
@@ -106,6 +113,11 @@ class LogisticMixtureCoupling(Bijection):
                 f"(at least 2) to split in halves, got {num_channels}; use "
                 "mask='checkerboard' or squeeze the input first"
             )
+        if context_mode not in _CONTEXT_MODES:
+            raise ValueError(
+                f"LogisticMixtureCoupling: context_mode must be one of {_CONTEXT_MODES}, "
+                f"got {context_mode!r}"
+            )
         if num_components < 1:
             raise ValueError(f"num_components must be >= 1, got {num_components}")
         self.num_channels = num_channels
@@ -113,13 +125,17 @@ class LogisticMixtureCoupling(Bijection):
         self.mask = mask
         self.flip = flip
         self.context_channels = context_channels
+        self.context_mode = context_mode
         self.num_bisection_iters = num_bisection_iters
         self.min_log_scale = min_log_scale
         cond = num_channels // 2 if mask == "channel" else num_channels
         self.out_per_param = num_channels - num_channels // 2 if mask == "channel" else num_channels
-        self.net = build_network(
-            net, cond + context_channels, (3 * num_components + 2) * self.out_per_param
-        )
+        net_in = cond
+        if context_channels > 0 and context_mode == "concat":
+            net_in += context_channels
+        elif context_channels > 0 and isinstance(net, Mapping) and "context_channels" not in net:
+            net = {**net, "context_channels": context_channels}
+        self.net = build_network(net, net_in, (3 * num_components + 2) * self.out_per_param)
         self.rescale = nn.Parameter(torch.ones(self.out_per_param))
 
     # --- input handling -------------------------------------------------------------------
@@ -157,17 +173,17 @@ class LogisticMixtureCoupling(Bijection):
     def _merge(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return torch.cat((x2, x1) if self.flip else (x1, x2), dim=1)
 
-    def _params(
-        self, cond: torch.Tensor, context: torch.Tensor | None
-    ) -> tuple[torch.Tensor, ...]:
+    def _params(self, cond: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Mixture log-weights, means, log-scales ``[B, K, C_out, ...]`` and ``a, b``."""
-        h = cond if context is None else torch.cat([cond, context], dim=1)
-        out = self.net(h)
+        if context is None:
+            out = self.net(cond)
+        elif self.context_mode == "concat":
+            out = self.net(torch.cat([cond, context], dim=1))
+        else:
+            out = self.net(cond, context)
         K, C = self.num_components, self.out_per_param
         spatial = tuple(cond.shape[2:])
-        check_shape(
-            self, out, (cond.shape[0], (3 * K + 2) * C, *spatial), what="network output"
-        )
+        check_shape(self, out, (cond.shape[0], (3 * K + 2) * C, *spatial), what="network output")
         out = out.view(cond.shape[0], 3 * K + 2, C, *spatial)
         log_weights = torch.log_softmax(out[:, :K], dim=1)
         means = out[:, K : 2 * K]

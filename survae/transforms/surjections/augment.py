@@ -36,6 +36,8 @@ class Augment(Surjection):
     ``inverse`` drops the augmented channels: ``x = z[:, :in_channels]``.
     """
 
+    stochastic_forward = True
+
     def __init__(self, in_channels: int, aug_channels: int, encoder: Any | NetSpec = None):
         super().__init__()
         if in_channels < 1 or aug_channels < 1:

@@ -123,9 +123,7 @@ def test_data_init_under_distributed(monkeypatch):
 
 def _two_rank_worker(rank: int, port: int, queue) -> None:
     torch.set_num_threads(1)  # forked child: avoid the parent's thread pools
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
-    )
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         torch.manual_seed(0)
         data = torch.randn(2, 10, 3) * torch.tensor([1.0, 2.0, 3.0]) + torch.tensor([0.0, 5, -5])

@@ -189,7 +189,9 @@ def test_conditional_image_coupling_uses_context():
     z1, _ = layer(x, ctx)
     z2, _ = layer(x, torch.randn_like(ctx))
     assert not torch.allclose(z1, z2)
-    with pytest.raises(ShapeError, match=r"AffineCoupling.*context.*\(2, 2, 4, 4\).*\(2, 2, 2, 2\)"):
+    with pytest.raises(
+        ShapeError, match=r"AffineCoupling.*context.*\(2, 2, 4, 4\).*\(2, 2, 2, 2\)"
+    ):
         layer(x, torch.randn(2, 2, 2, 2, dtype=torch.float64))
 
 
@@ -200,7 +202,9 @@ def test_unconditional_coupling_ignores_context():
 
 
 def test_odd_channels_error_message():
-    with pytest.raises(ValueError, match="AffineCoupling.*even.*num_channels=3.*split_sizes.*checkerboard"):
+    with pytest.raises(
+        ValueError, match="AffineCoupling.*even.*num_channels=3.*split_sizes.*checkerboard"
+    ):
         AffineCoupling(3, "mlp")
     with pytest.raises(ValueError, match="AdditiveCoupling.*even"):
         AdditiveCoupling(5, "mlp")
@@ -256,3 +260,12 @@ def test_gradients_flow_to_network():
     z, ldj = layer(torch.randn(8, 4))
     (z.square().sum() - ldj.sum()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def test_with_registered_glow_net():
+    if "glow_net" not in registry.available("network"):
+        pytest.skip("glow_net not registered")
+    layer = AffineCoupling(4, {"name": "glow_net", "hidden_channels": 8}, scale_fn="sigmoid")
+    x = torch.randn(2, 4, 4, 4)
+    z, ldj = assert_invertible(layer, x)
+    assert z.shape == x.shape and ldj.shape == (2,)
