@@ -15,6 +15,7 @@ from survae import (  # noqa: E402,F401  (importing registers every building blo
     transforms,
 )
 from survae.flows import Flow  # noqa: E402
+from survae.models import build_model, load_model  # noqa: E402
 
-__all__ = ["Flow", "distributions", "nn", "registry", "transforms"]
+__all__ = ["Flow", "build_model", "load_model", "distributions", "nn", "registry", "transforms"]
 __version__ = "0.1.0"

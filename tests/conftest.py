@@ -3,6 +3,8 @@
 import os
 
 import pytest
+
+import survae  # noqa: F401  (first: installs the torchvision shim before Lightning loads)
 import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")

@@ -1,6 +1,11 @@
 """Base and conditional distributions (registered as ``distribution``)."""
 
 from survae.distributions.base import ConditionalDistribution, Distribution
+from survae.distributions.conditional import (
+    ConditionalBernoulli,
+    ConditionalCategorical,
+    ConditionalNormal,
+)
 from survae.distributions.simple import (
     DiagonalNormal,
     StandardHalfNormal,
@@ -9,7 +14,10 @@ from survae.distributions.simple import (
 )
 
 __all__ = [
+    "ConditionalBernoulli",
+    "ConditionalCategorical",
     "ConditionalDistribution",
+    "ConditionalNormal",
     "DiagonalNormal",
     "Distribution",
     "StandardHalfNormal",

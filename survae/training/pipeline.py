@@ -47,7 +47,9 @@ def data_info(dm: pl.LightningDataModule) -> dict[str, Any]:
     }
 
 
-def build_callbacks(cfg: Mapping[str, Any], ckpt_dir: str, out_dir: str, metric: Any) -> list:
+def build_callbacks(
+    cfg: Mapping[str, Any], ckpt_dir: str, out_dir: str, metric: Any, has_logger: bool = True
+) -> list:
     """Checkpointing (best and last, atomic), RNG state, LR monitor, samples, progress bar."""
     cbs: list[pl.Callback] = [RNGStateCallback()]
     monitor = f"val/{metric.name}"
@@ -63,7 +65,7 @@ def build_callbacks(cfg: Mapping[str, Any], ckpt_dir: str, out_dir: str, metric:
             every_n_epochs=int(cfg.get("checkpoint_every_n_epochs", 1)),
         )
     )
-    if cfg.get("lr_monitor", True):
+    if cfg.get("lr_monitor", True) and has_logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
     samples = cfg.get("samples") or {}
     if samples.get("every_n_epochs", 0) > 0:
@@ -103,7 +105,9 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     print(f"[survae] model: {num_params:,} parameters; data: {info['name']} {tuple(info['shape'])}")
 
     logger = build_logger(cfg.get("logger") or {"type": "none"}, out_dir, run_config=cfg)
-    callbacks = build_callbacks(cfg.get("callbacks") or {}, ckpt_dir, out_dir, module.metric)
+    callbacks = build_callbacks(
+        cfg.get("callbacks") or {}, ckpt_dir, out_dir, module.metric, logger is not None
+    )
     trainer_kwargs = dict(cfg.get("trainer") or {})
     check_kwargs(pl.Trainer, trainer_kwargs, "trainer")
     trainer = pl.Trainer(

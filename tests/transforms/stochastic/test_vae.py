@@ -110,10 +110,18 @@ def test_specs_and_bernoulli_decoder_on_images():
     layer = registry.build(
         "layer",
         "vae",
-        encoder={"name": "conditional_normal", "net": {"name": "mlp", "hidden": [16]},
-                 "context_channels": 6, "event_channels": 3},
-        decoder={"name": "conditional_normal", "net": "mlp", "context_channels": 3,
-                 "event_channels": 6},
+        encoder={
+            "name": "conditional_normal",
+            "net": {"name": "mlp", "hidden": [16]},
+            "context_channels": 6,
+            "event_channels": 3,
+        },
+        decoder={
+            "name": "conditional_normal",
+            "net": "mlp",
+            "context_channels": 3,
+            "event_channels": 6,
+        },
     )
     x = torch.randn(4, 6)
     z, ldj = layer(x)
