@@ -8,6 +8,7 @@ registered builder) or a generic stack (``{"layers": [{"name": NAME, **kwargs}, 
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ def _build_registered(kind: str, spec: Mapping[str, Any], where: str, **given: A
         raise ConfigError(f"{where}: expected a mapping with a 'name' key, got {spec!r}")
     cls = registry.get(kind, spec["name"])
     kwargs = {k: v for k, v in spec.items() if k != "name"}
-    kwargs.update({k: v for k, v in given.items() if k not in kwargs})
+    accepted = inspect.signature(cls).parameters
+    kwargs.update({k: v for k, v in given.items() if k not in kwargs and k in accepted})
     check_kwargs(cls, kwargs, where)
     return cls(**kwargs)
 
@@ -63,8 +65,10 @@ def build_model(
             raise ConfigError(
                 f"model: unknown key(s) {sorted(unknown)}; a layer stack takes 'layers' and 'base'"
             )
+        # the data's number of levels reaches dequantization layers that do not set their own
+        given = {"num_bins": num_bins} if num_bins is not None else {}
         layers = [
-            _build_registered("layer", layer_spec, f"model.layers[{i}]")
+            _build_registered("layer", layer_spec, f"model.layers[{i}]", **given)
             for i, layer_spec in enumerate(spec["layers"])
         ]
         base_spec = dict(spec.get("base") or {"name": "standard_normal"})

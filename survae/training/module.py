@@ -37,9 +37,11 @@ class FlowModule(pl.LightningModule):
         test_iw_samples: int = 1,
         check_finite: bool = True,
         nonfinite_checkpoint_dir: str | None = None,
+        data_config: Mapping[str, Any] | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # data_config is stored (not used) so evaluation scripts can rebuild the data
+        self.save_hyperparameters(ignore=["nonfinite_checkpoint_dir"])
         self.model = build_model(model_spec, data_info["shape"], data_info.get("num_bins"))
         self.kind = data_info["kind"]
         self.metric = metric_for(self.kind)

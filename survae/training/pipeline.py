@@ -7,7 +7,6 @@ Hydra, but nothing here depends on Hydra.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +14,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+)
 
 from survae import registry
 from survae.config_check import ConfigError, check_kwargs
@@ -31,8 +35,7 @@ def build_datamodule(cfg: Mapping[str, Any], seed: int) -> pl.LightningDataModul
     if "name" not in cfg:
         raise ConfigError(f"data.name is missing; valid: {', '.join(registry.available('dataset'))}")
     cls = registry.get("dataset", cfg.pop("name"))
-    if "seed" in inspect.signature(cls).parameters:
-        cfg.setdefault("seed", seed)
+    cfg.setdefault("seed", seed)  # every FlowDataModule takes the run seed (training shuffle)
     check_kwargs(cls, cfg, "data")
     return cls(**cfg)
 
@@ -50,7 +53,8 @@ def data_info(dm: pl.LightningDataModule) -> dict[str, Any]:
 def build_callbacks(
     cfg: Mapping[str, Any], ckpt_dir: str, out_dir: str, metric: Any, has_logger: bool = True
 ) -> list:
-    """Checkpointing (best and last, atomic), RNG state, LR monitor, samples, progress bar."""
+    """Checkpointing (best and last, atomic), RNG state, early stopping, LR monitor, samples,
+    progress bar."""
     cbs: list[pl.Callback] = [RNGStateCallback()]
     monitor = f"val/{metric.name}"
     cbs.append(
@@ -65,6 +69,16 @@ def build_callbacks(
             every_n_epochs=int(cfg.get("checkpoint_every_n_epochs", 1)),
         )
     )
+    early = cfg.get("early_stopping") or {}
+    if early.get("patience") is not None:  # MAF: stop after 30 epochs without improvement
+        cbs.append(
+            EarlyStopping(
+                monitor=monitor,
+                mode="max" if metric.higher_is_better else "min",
+                patience=int(early["patience"]),
+                min_delta=float(early.get("min_delta", 0.0)),
+            )
+        )
     if cfg.get("lr_monitor", True) and has_logger:
         cbs.append(LearningRateMonitor(logging_interval="step"))
     samples = cfg.get("samples") or {}
@@ -100,6 +114,7 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         test_iw_samples=int(cfg.get("test_iw_samples", 1)),
         check_finite=bool(cfg.get("check_finite", True)),
         nonfinite_checkpoint_dir=ckpt_dir,
+        data_config=dict(cfg["data"]),
     )
     num_params = sum(p.numel() for p in module.model.parameters())
     print(f"[survae] model: {num_params:,} parameters; data: {info['name']} {tuple(info['shape'])}")

@@ -1,0 +1,30 @@
+"""Errors raised by the data modules, with messages saying where we looked and what to do."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The files of a data set are not where the data module looks for them.
+
+    The message names every path that was looked at and how to get the data (a
+    ``data.download=true`` run, a helper in :mod:`survae.data.fetch`, or a manual download).
+    """
+
+    def __init__(self, dataset: str, missing: Iterable[str | os.PathLike], how_to_get: str):
+        self.dataset = dataset
+        self.missing = [str(p) for p in missing]
+        self.how_to_get = how_to_get
+        listed = "\n".join(f"  - {p}" for p in self.missing)
+        super().__init__(
+            f"Data set {dataset!r} not found. Looked for:\n{listed}\nHow to get it: {how_to_get}"
+        )
+
+    def __str__(self) -> str:  # FileNotFoundError would print (errno, message) otherwise
+        return self.args[0]
+
+
+class DatasetCorruptedError(RuntimeError):
+    """Files exist but are not what the loader expects (bad checksum, header or layout)."""

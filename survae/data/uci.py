@@ -1,0 +1,335 @@
+"""The tabular density-estimation benchmarks of MAF (Papamakarios et al., 2017).
+
+POWER, GAS, HEPMASS, MINIBOONE (UCI) and BSDS300 (8x8 natural-image patches, last pixel
+dropped), with MAF's preprocessing reproduced step by step (the ``preprocess_*`` functions
+below take and return numpy arrays and document each step). The files are those of MAF's
+data archive (``data.tar.gz`` on Zenodo, record 1161203), unpacked under ``root``:
+
+=============  =====================================================  ====
+name           files under ``root``                                   dim
+=============  =====================================================  ====
+``power``      ``power/data.npy``                                     6
+``gas``        ``gas/ethylene_CO.pickle`` (pandas; needs ``pandas``)  8
+``hepmass``    ``hepmass/1000_train.csv``, ``hepmass/1000_test.csv``  21
+``miniboone``  ``miniboone/data.npy``                                 43
+``bsds300``    ``BSDS300/BSDS300.hdf5`` (needs ``h5py``)              63
+=============  =====================================================  ====
+
+``download=True`` fetches the archive (about 1 GB) into ``root`` and unpacks the needed
+folder (:func:`survae.data.fetch.download_maf_data`). The processed splits are cached as
+float32 in ``<folder>/maf_splits.npz`` (rebuilt when the source files' sizes change; pass
+``cache=False`` to skip). Batches are float32 ``[B, D]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from survae.data.base import ArrayDataset, FlowDataModule
+from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
+from survae.registry import register
+
+Splits = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+# --- MAF's preprocessing -------------------------------------------------------------------
+def split_tail(data: np.ndarray) -> Splits:
+    """MAF's split: the last 10 % is the test set, then the last 10 % of the rest validation."""
+    n_test = int(0.1 * data.shape[0])
+    n_val = int(0.1 * (data.shape[0] - n_test))
+    if n_val < 1:
+        raise ValueError(f"need at least 11 examples to split off 10 % twice, got {len(data)}")
+    rest, test = data[:-n_test], data[-n_test:]
+    return rest[:-n_val], rest[-n_val:], test
+
+
+def normalise(train: np.ndarray, val: np.ndarray, test: np.ndarray) -> Splits:
+    """Standardise with the mean and (population) std of train and validation together."""
+    both = np.vstack((train, val))
+    mu, s = both.mean(axis=0), both.std(axis=0)
+    return (train - mu) / s, (val - mu) / s, (test - mu) / s
+
+
+def preprocess_power(data: np.ndarray) -> Splits:
+    """POWER: household electric power consumption, raw ``(N, 8)`` -> 6 dimensions.
+
+    With ``numpy.random.RandomState(42)``: shuffle the rows; drop columns 3 and 1 (global
+    reactive power and global intensity); add uniform noise, drawn in this order: voltage
+    ``0.01 U``, global active power ``0.001 U``, the three sub-meterings ``U`` (time of day
+    gets none); split with :func:`split_tail`; :func:`normalise`.
+    """
+    if data.ndim != 2 or data.shape[1] != 8:
+        raise DatasetCorruptedError(f"power: expected raw data of shape (N, 8), got {data.shape}")
+    data = np.array(data, copy=True)
+    rng = np.random.RandomState(42)
+    rng.shuffle(data)
+    n = data.shape[0]
+    data = np.delete(data, 3, axis=1)
+    data = np.delete(data, 1, axis=1)
+    voltage_noise = 0.01 * rng.rand(n, 1)
+    gap_noise = 0.001 * rng.rand(n, 1)
+    sm_noise = rng.rand(n, 3)
+    time_noise = np.zeros((n, 1))
+    data += np.hstack((gap_noise, voltage_noise, sm_noise, time_noise))
+    return normalise(*split_tail(data))
+
+
+def preprocess_miniboone(data: np.ndarray) -> Splits:
+    """MINIBOONE: the archive's ``(N, 43)`` array (outliers and discrete features already
+    removed by MAF); :func:`split_tail`, then :func:`normalise`."""
+    if data.ndim != 2:
+        raise DatasetCorruptedError(f"miniboone: expected a 2-D array, got {data.shape}")
+    return normalise(*split_tail(np.asarray(data, dtype=np.float64)))
+
+
+def preprocess_gas(columns: list[str], data: np.ndarray, threshold: float = 0.98) -> Splits:
+    """GAS: ethylene + CO sensor array; 16 sensors -> 8 dimensions.
+
+    Drop the columns ``Meth``, ``Eth`` and ``Time``; then, while some column has a Pearson
+    correlation above ``threshold`` with another column, drop the first such column (in
+    column order); standardise with the mean and (sample, ddof=1) std of *all* rows (MAF
+    does this before splitting); split with :func:`split_tail` (no shuffling).
+    """
+    columns = list(columns)
+    keep = [i for i, c in enumerate(columns) if c not in ("Meth", "Eth", "Time")]
+    if len(keep) != len(columns) - 3:
+        raise DatasetCorruptedError(f"gas: expected columns Meth, Eth and Time, got {columns}")
+    data = np.asarray(data, dtype=np.float64)[:, keep]
+    # Pairwise correlations do not depend on the other columns, so compute them once and
+    # drop rows/columns of the matrix (equivalent to MAF's recomputation after each drop).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.corrcoef(data, rowvar=False)
+    alive = list(range(data.shape[1]))
+    while True:
+        sub = corr[np.ix_(alive, alive)] > threshold
+        counts = sub.sum(axis=1)
+        if not np.any(counts > 1):
+            break
+        alive.pop(int(np.flatnonzero(counts > 1)[0]))
+    data = data[:, alive]
+    data = (data - data.mean(axis=0)) / data.std(axis=0, ddof=1)
+    return split_tail(data)
+
+
+def preprocess_hepmass(train_raw: np.ndarray, test_raw: np.ndarray) -> Splits:
+    """HEPMASS: particle-physics events; the ``1000`` (mass) files, 27 features -> 21.
+
+    Keep the signal events (label column 0 equal to 1) and drop the label; MAF drops the
+    test file's extra last column (a test row with as many columns as a training row is
+    kept whole); standardise both with the training mean and (sample, ddof=1) std; drop every
+    feature whose *smallest* training value occurs more than 5 times (MAF's criterion, which
+    removes the discrete mass and the features with many repeated values); the last 10 % of
+    the training rows become the validation set (no shuffling).
+    """
+    train = train_raw[train_raw[:, 0] == 1][:, 1:].astype(np.float64)
+    test = test_raw[test_raw[:, 0] == 1][:, 1:].astype(np.float64)
+    if test.shape[1] == train.shape[1] + 1:
+        test = test[:, :-1]
+    if test.shape[1] != train.shape[1]:
+        raise DatasetCorruptedError(
+            f"hepmass: test rows have {test.shape[1]} features, training rows {train.shape[1]}"
+        )
+    mu, s = train.mean(axis=0), train.std(axis=0, ddof=1)
+    train, test = (train - mu) / s, (test - mu) / s
+    keep = [j for j in range(train.shape[1]) if np.sum(train[:, j] == train[:, j].min()) <= 5]
+    train, test = train[:, keep], test[:, keep]
+    n_val = int(0.1 * train.shape[0])
+    if n_val < 1:
+        raise ValueError(f"hepmass: need at least 10 signal training events, got {len(train)}")
+    return train[:-n_val], train[-n_val:], test
+
+
+# --- data modules --------------------------------------------------------------------------
+class UCIDataModule(FlowDataModule):
+    """Base of the MAF tabular data modules (see :mod:`survae.data.uci`).
+
+    Args:
+        cache: cache the processed splits in ``<folder>/maf_splits.npz``.
+        **kwargs: see :class:`~survae.data.base.FlowDataModule`.
+    """
+
+    kind = "tabular"
+    num_bins = None
+    folder: str = ""
+    files: tuple[str, ...] = ()
+
+    def __init__(self, cache: bool = True, batch_size: int = 100, **kwargs):
+        super().__init__(batch_size=batch_size, **kwargs)
+        self.cache = bool(cache)
+
+    @property
+    def raw_paths(self) -> list[str]:
+        return [self.path(self.folder, f) for f in self.files]
+
+    @property
+    def cache_path(self) -> str:
+        return self.path(self.folder, "maf_splits.npz")
+
+    def how_to_get(self) -> str:
+        return (
+            "run with data.download=true (downloads MAF's data.tar.gz, about 1 GB, from "
+            f"zenodo.org/record/1161203 and unpacks data/{self.folder}/ into "
+            f"{self.path(self.folder)}), or unpack that folder of the archive there yourself."
+        )
+
+    def _download(self) -> None:
+        if not all(os.path.isfile(p) for p in self.raw_paths):
+            from survae.data.fetch import download_maf_data
+
+            download_maf_data(self.root, [self.folder])
+
+    def _process(self) -> Splits:
+        raise NotImplementedError
+
+    def _sources(self) -> list[list]:
+        return [[os.path.basename(p), os.path.getsize(p)] for p in self.raw_paths]
+
+    def _read_cache(self) -> Splits | None:
+        if not (self.cache and os.path.isfile(self.cache_path)):
+            return None
+        with np.load(self.cache_path) as f:
+            try:
+                if json.loads(str(f["sources"])) != self._sources():
+                    return None
+            except OSError:  # raw files gone: the cache is all there is
+                pass
+            return tuple(f[k] for k in ("train", "validation", "test"))
+
+    def _write_cache(self, splits: Splits) -> None:
+        tmp = self.cache_path + ".tmp.npz"
+        try:
+            np.savez(
+                tmp,
+                train=splits[0],
+                validation=splits[1],
+                test=splits[2],
+                sources=np.array(json.dumps(self._sources())),
+            )
+            os.replace(tmp, self.cache_path)
+        except OSError as err:  # read-only data folder: work without the cache
+            warnings.warn(f"{self.name}: could not write {self.cache_path}: {err}", stacklevel=2)
+
+    def load_splits(self) -> Splits:
+        """Train, validation and test arrays (float32), from the cache or the raw files."""
+        splits = self._read_cache()
+        if splits is None:
+            missing = [p for p in self.raw_paths if not os.path.isfile(p)]
+            if missing:
+                raise DatasetNotFoundError(self.name, missing, self.how_to_get())
+            splits = tuple(np.ascontiguousarray(s, dtype=np.float32) for s in self._process())
+            if self.cache:
+                self._write_cache(splits)
+        return splits
+
+    def _prepare(self) -> None:
+        if self.cache and all(os.path.isfile(p) for p in self.raw_paths):
+            self.load_splits()
+
+    def _load(self):
+        splits = self.load_splits()
+        dim = splits[0].shape[1]
+        if (dim,) != self.shape:
+            warnings.warn(
+                f"{self.name}: the processed data has {dim} dimensions, not the published "
+                f"{self.shape[0]}; using {dim}.",
+                stacklevel=2,
+            )
+            self.shape = (dim,)
+        return tuple(ArrayDataset(torch.from_numpy(np.asarray(s))) for s in splits)
+
+
+@register("dataset", "power")
+class PowerDataModule(UCIDataModule):
+    """POWER (6-D, 1.6 M training rows); see :func:`preprocess_power`."""
+
+    name = "power"
+    shape = (6,)
+    folder = "power"
+    files = ("data.npy",)
+
+    def _process(self) -> Splits:
+        return preprocess_power(np.load(self.raw_paths[0]))
+
+
+@register("dataset", "gas")
+class GasDataModule(UCIDataModule):
+    """GAS (8-D, 0.85 M training rows); see :func:`preprocess_gas`. Needs ``pandas``."""
+
+    name = "gas"
+    shape = (8,)
+    folder = "gas"
+    files = ("ethylene_CO.pickle",)
+
+    def _process(self) -> Splits:
+        try:
+            import pandas as pd
+        except ImportError as err:
+            raise ImportError(
+                "gas: reading ethylene_CO.pickle (a pandas DataFrame) needs pandas: "
+                "`pip install pandas`"
+            ) from err
+        frame = pd.read_pickle(self.raw_paths[0])
+        return preprocess_gas([str(c) for c in frame.columns], frame.to_numpy(dtype=np.float64))
+
+
+@register("dataset", "hepmass")
+class HepmassDataModule(UCIDataModule):
+    """HEPMASS (21-D, 0.3 M training rows); see :func:`preprocess_hepmass`."""
+
+    name = "hepmass"
+    shape = (21,)
+    folder = "hepmass"
+    files = ("1000_train.csv", "1000_test.csv")
+
+    def _process(self) -> Splits:
+        # pandas.read_csv in MAF: the first line is a header; comma separated numbers follow.
+        def read(path: str) -> np.ndarray:
+            return np.loadtxt(path, delimiter=",", skiprows=1, comments=None, ndmin=2)
+
+        return preprocess_hepmass(read(self.raw_paths[0]), read(self.raw_paths[1]))
+
+
+@register("dataset", "miniboone")
+class MiniBooNEDataModule(UCIDataModule):
+    """MINIBOONE (43-D, 30k training rows); see :func:`preprocess_miniboone`."""
+
+    name = "miniboone"
+    shape = (43,)
+    folder = "miniboone"
+    files = ("data.npy",)
+
+    def _process(self) -> Splits:
+        return preprocess_miniboone(np.load(self.raw_paths[0]))
+
+
+@register("dataset", "bsds300")
+class BSDS300DataModule(UCIDataModule):
+    """BSDS300 patches (63-D, 1 M training rows): the HDF5 file's ``train``, ``validation`` and
+    ``test`` arrays as they are (MAF preprocessed them already). Needs ``h5py``."""
+
+    name = "bsds300"
+    shape = (63,)
+    folder = "BSDS300"
+    files = ("BSDS300.hdf5",)
+
+    def _process(self) -> Splits:
+        try:
+            import h5py
+        except ImportError as err:
+            raise ImportError(
+                "bsds300: reading BSDS300.hdf5 needs h5py: `pip install h5py`"
+            ) from err
+        with h5py.File(self.raw_paths[0], "r") as f:
+            missing = [k for k in ("train", "validation", "test") if k not in f]
+            if missing:
+                raise DatasetCorruptedError(
+                    f"{self.raw_paths[0]}: missing data sets {missing} (has {list(f.keys())})"
+                )
+            return tuple(
+                np.asarray(f[k], dtype=np.float32) for k in ("train", "validation", "test")
+            )
