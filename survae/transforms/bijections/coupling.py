@@ -80,8 +80,12 @@ class _Coupling(Bijection):
         name = type(self).__name__
         if mask not in _MASKS:
             raise ValueError(f"{name}: unknown mask {mask!r}; valid: {', '.join(_MASKS)}")
-        if num_channels < 2:
-            raise ValueError(f"{name}: needs num_channels >= 2, got {num_channels}")
+        if num_channels < (2 if mask == "channel" else 1):
+            raise ValueError(
+                f"{name}: mask={mask!r} needs num_channels >= 2 (one part to condition on, one "
+                f"to transform), got {num_channels}; single-channel images need "
+                "mask='checkerboard'"
+            )
         if context_channels < 0:
             raise ValueError(f"{name}: context_channels must be >= 0, got {context_channels}")
         self.num_channels = num_channels

@@ -1,0 +1,280 @@
+"""Glow (Kingma & Dhariwal, NeurIPS 2018): multi-scale flows of actnorm, invertible 1×1
+convolutions and affine couplings, with learned priors for the factored-out channels.
+
+Layout for data ``[C, H, W]`` and ``L`` levels of ``K`` steps (as the official code):
+
+    uniform dequantization → shift −0.5
+    → L × [squeeze, K × (actnorm, permutation, coupling), split (all levels but the last)]
+    → learned top prior
+
+* The dequantizer gives ``(x + u) / num_bins`` in ``[0, 1)``; the shift makes it Glow's
+  ``x / num_bins − 0.5`` plus noise of width ``1 / num_bins``. The dequantizer's likelihood
+  contribution ``−D log(num_bins)`` is the ``−log(n_bins)·D`` term of Glow's objective, so
+  ``log_prob`` is a lower bound on the discrete log-likelihood and its bits/dim are Glow's.
+* A step is a :class:`~survae.transforms.base.Sequential` of actnorm, a channel permutation
+  (``reverse``, ``shuffle``, ``conv1x1`` or ``conv1x1_lu``: Glow's ablation) and a channel
+  coupling (``additive`` or ``affine`` with scale ``sigmoid(s + 2)``) whose network is
+  ``glow_net`` (conv3×3 – actnorm – ReLU – conv1×1 – actnorm – ReLU – zero conv3×3).
+* The split is survae's ``slice`` surjection keeping the first half of the channels; the other
+  half gets Glow's learned prior ``p(z2 | z1) = N(μ(z1), σ(z1)²)`` whose mean and log-std come
+  from a zero-initialised 3×3 convolution of ``z1`` (so it starts as N(0, I)). Its likelihood
+  contribution ``log p(z2 | z1)`` is exact, so the whole model below the dequantizer is an exact
+  density of the dequantized data.
+* The top prior is a learned diagonal Gaussian (Glow's ``--learntop``; here one mean and
+  log-std per element, a superset of Glow's per-channel parameters).
+
+:class:`MultiScaleFlow` adds what multi-scale models need beyond :class:`~survae.flows.Flow`:
+temperature applied to every level when sampling (Glow's reduced-temperature samples), and
+``encode``/``decode`` between data and the full list of latents (one per split plus the top).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from survae.distributions import DiagonalNormal, StandardNormal
+from survae.errors import ShapeError
+from survae.flows import Flow
+from survae.nn.glow import ZeroConv2d
+from survae.registry import register
+from survae.transforms.base import Sequential, Transform
+from survae.transforms.bijections.actnorm import ActNorm
+from survae.transforms.bijections.conv1x1 import Conv1x1, Conv1x1LU
+from survae.transforms.bijections.coupling import AdditiveCoupling, AffineCoupling
+from survae.transforms.bijections.elementwise import Shift
+from survae.transforms.bijections.permutation import RandomPermutation, Reverse
+from survae.transforms.bijections.squeeze import Squeeze2d
+from survae.transforms.surjections.dequantization import UniformDequantization
+from survae.transforms.surjections.slicing import Slice
+
+#: channel permutations of Glow's ablation (Fig. 3): RealNVP's reverse, a fixed random
+#: shuffle, and the learned invertible 1×1 convolution (unconstrained or LU-parameterised)
+PERMUTATIONS = ("reverse", "shuffle", "conv1x1", "conv1x1_lu")
+#: coupling types of Glow's ablation: NICE's additive and RealNVP/Glow's affine
+COUPLINGS = ("additive", "affine")
+
+
+class MultiScaleFlow(Flow):
+    """A :class:`~survae.flows.Flow` whose transforms factor out channels with
+    :class:`~survae.transforms.surjections.slicing.Slice` layers (RealNVP, Glow).
+
+    * :meth:`sample` applies ``temperature`` to the factored-out channels as well as to the
+      top latent (Glow samples every level at the reduced temperature);
+    * :meth:`encode` maps data to the full latent representation: the channels each split drops,
+      in order, then the top latent; :meth:`decode` inverts it exactly (only the stochastic
+      layers, e.g. dequantization, are not inverted exactly: the rounding inverse of uniform
+      dequantization returns the integer data).
+
+    ``Slice`` layers may sit at the top level of ``transforms`` or inside
+    :class:`~survae.transforms.base.Sequential` blocks.
+    """
+
+    def _slices(self) -> list[Slice]:
+        return [m for m in self.modules() if isinstance(m, Slice)]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        num_samples: int,
+        temperature: float = 1.0,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Samples with ``temperature`` scaling the spread of the top prior and of every
+        split prior (Glow's temperature; 0.7 gave its best-looking samples)."""
+        slices = self._slices()
+        saved = [s.temperature for s in slices]
+        try:
+            for s in slices:
+                s.temperature = temperature
+            return super().sample(num_samples, temperature=temperature, context=context)
+        finally:
+            for s, t in zip(slices, saved):
+                s.temperature = t
+
+    def encode(self, x: torch.Tensor, context: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """All latents of ``x``: the channels dropped by each split, in forward order, then the
+        top latent (the input of the base distribution)."""
+        latents: list[torch.Tensor] = []
+        top = self._encode(self.transforms, x, context, latents)
+        return [*latents, top]
+
+    def _encode(
+        self,
+        transforms: Iterable[Transform],
+        x: torch.Tensor,
+        context: torch.Tensor | None,
+        latents: list[torch.Tensor],
+    ) -> torch.Tensor:
+        for t in transforms:
+            if isinstance(t, Sequential):
+                x = self._encode(t.transforms, x, context, latents)
+                continue
+            if isinstance(t, Slice):
+                latents.append(x[:, t.num_keep :])
+            x, _ = t(x, context)
+        return x
+
+    def decode(
+        self, latents: Sequence[torch.Tensor], context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The data of the latents :meth:`encode` returns (dropped channels of each split in
+        forward order, then the top latent): the inverse of the deterministic part."""
+        expected = len(self._slices()) + 1
+        if len(latents) != expected:
+            raise ValueError(
+                f"{type(self).__name__}.decode: expected {expected} latents (one per split and "
+                f"the top latent), got {len(latents)}"
+            )
+        dropped = list(latents[:-1])
+        return self._decode(self.transforms, latents[-1], context, dropped)
+
+    def _decode(
+        self,
+        transforms: Iterable[Transform],
+        z: torch.Tensor,
+        context: torch.Tensor | None,
+        dropped: list[torch.Tensor],
+    ) -> torch.Tensor:
+        for t in reversed(list(transforms)):
+            if isinstance(t, Sequential):
+                z = self._decode(t.transforms, z, context, dropped)
+            elif isinstance(t, Slice):
+                z = torch.cat([z, dropped.pop()], dim=1)
+            else:
+                z = t.inverse(z, context)
+        return z
+
+
+def check_image_shape(name: str, data_shape: Sequence[int], num_squeezes: int) -> tuple[int, ...]:
+    """``data_shape`` as ``(C, H, W)`` with H and W divisible by ``2 ** num_squeezes``."""
+    shape = tuple(int(s) for s in data_shape)
+    if len(shape) != 3:
+        raise ShapeError(f"{name}: expected image data of shape (C, H, W), got {shape}")
+    f = 2**num_squeezes
+    if shape[1] % f or shape[2] % f:
+        raise ShapeError(
+            f"{name}: {num_squeezes} squeeze(s) need H and W divisible by {f}, got data of "
+            f"shape {shape}; use fewer levels/scales"
+        )
+    return shape
+
+
+def check_num_bins(name: str, num_bins: int | None) -> int:
+    if num_bins is None:
+        raise ValueError(
+            f"{name} models discrete images: it needs num_bins (the number of pixel values, "
+            "256 for 8-bit data), which the image data modules provide"
+        )
+    return int(num_bins)
+
+
+def _permutation(kind: str, channels: int, seed: int) -> Transform:
+    if kind == "reverse":
+        return Reverse(channels)
+    if kind == "shuffle":
+        return RandomPermutation(channels, seed=seed)
+    if kind == "conv1x1":
+        return Conv1x1(channels)
+    return Conv1x1LU(channels)
+
+
+def glow_step(
+    channels: int,
+    hidden_channels: int,
+    permutation: str = "conv1x1",
+    coupling: str = "affine",
+    scale_fn: str = "sigmoid",
+    seed: int = 0,
+) -> Sequential:
+    """One step of flow: actnorm → permutation → channel coupling with a ``glow_net``.
+
+    ``seed`` fixes the random shuffle when ``permutation="shuffle"``.
+    """
+    net = {"name": "glow_net", "hidden_channels": hidden_channels}
+    if coupling == "affine":
+        layer: Transform = AffineCoupling(channels, net=net, mask="channel", scale_fn=scale_fn)
+    else:
+        layer = AdditiveCoupling(channels, net=net, mask="channel")
+    return Sequential([ActNorm(channels), _permutation(permutation, channels, seed), layer])
+
+
+def glow_split(channels: int, learned_prior: bool = True) -> Slice:
+    """Glow's split: keep the first half of the channels; the other half gets the learned prior
+    ``N(μ(z1), σ(z1)²)`` from a zero-initialised 3×3 conv of the kept half (or N(0, I))."""
+    keep = channels // 2
+    if not learned_prior:
+        return Slice(channels, keep)
+    return Slice(channels, keep, decoder=ZeroConv2d(keep, 2 * (channels - keep), 3))
+
+
+@register("architecture", "glow")
+def glow(
+    data_shape: Sequence[int] = (3, 32, 32),
+    num_bins: int | None = 256,
+    num_levels: int = 3,
+    num_steps: int = 32,
+    hidden_channels: int = 512,
+    permutation: str = "conv1x1",
+    coupling: str = "affine",
+    scale_fn: str = "sigmoid",
+    learn_split_prior: bool = True,
+    learn_top_prior: bool = True,
+) -> MultiScaleFlow:
+    """Glow for images ``[C, H, W]`` of ``num_bins`` levels (see the module docstring).
+
+    Args:
+        num_levels: ``L``, number of squeezes; a split follows every level but the last.
+        num_steps: ``K``, steps of flow per level.
+        hidden_channels: width of the coupling networks (``glow_net``).
+        permutation: ``"reverse"``, ``"shuffle"``, ``"conv1x1"`` (Glow) or ``"conv1x1_lu"``.
+        coupling: ``"affine"`` (Glow's quantitative results) or ``"additive"``.
+        scale_fn: affine scale map (``"sigmoid"``: Glow's ``sigmoid(s + 2)``); any of
+            :data:`survae.transforms.bijections.coupling.LOG_SCALE_FNS`.
+        learn_split_prior: Glow's learned ``p(z2 | z1)`` at each split (else N(0, I)).
+        learn_top_prior: learned diagonal Gaussian top prior (``--learntop``; else N(0, I)).
+
+    ``log_prob`` is a lower bound on ``log P(x)`` of the discrete data (``exact`` is False
+    because of the dequantization) and the exact density of the dequantized data.
+    """
+    name = "glow"
+    if permutation not in PERMUTATIONS:
+        raise ValueError(
+            f"{name}: unknown permutation {permutation!r}; valid: {', '.join(PERMUTATIONS)}"
+        )
+    if coupling not in COUPLINGS:
+        raise ValueError(f"{name}: unknown coupling {coupling!r}; valid: {', '.join(COUPLINGS)}")
+    if num_levels < 1 or num_steps < 1:
+        raise ValueError(
+            f"{name}: num_levels and num_steps must be >= 1, got {num_levels}, {num_steps}"
+        )
+    C, H, W = check_image_shape(name, data_shape, num_levels)
+    bins = check_num_bins(name, num_bins)
+
+    layers: list[Transform] = [UniformDequantization(num_bins=bins), Shift(-0.5)]
+    for level in range(num_levels):
+        layers.append(Squeeze2d(2))
+        C, H, W = 4 * C, H // 2, W // 2
+        for k in range(num_steps):
+            seed = level * num_steps + k
+            layers.append(glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed))
+        if level < num_levels - 1:
+            layers.append(glow_split(C, learn_split_prior))
+            C = C // 2
+    top = (C, H, W)
+    base = DiagonalNormal(top) if learn_top_prior else StandardNormal(top)
+    return MultiScaleFlow(base, layers)
+
+
+__all__ = [
+    "COUPLINGS",
+    "PERMUTATIONS",
+    "MultiScaleFlow",
+    "check_image_shape",
+    "check_num_bins",
+    "glow",
+    "glow_split",
+    "glow_step",
+]
+
