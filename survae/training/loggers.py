@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +50,20 @@ def build_logger(
         return TensorBoardLogger(save_dir=save_dir, name=name or "tensorboard", version="")
     mode = resolve_wandb_mode(cfg.get("mode"))
     os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        logger = _wandb_logger(cfg, name, save_dir, mode)
+    except Exception as err:  # no network, bad key, server down: keep the run, log offline
+        if mode != "online":
+            raise
+        warnings.warn(f"W&B could not start online ({err}); logging offline instead", stacklevel=2)
+        logger = _wandb_logger(cfg, name, save_dir, "offline")
+    if run_config is not None:
+        logger.log_hyperparams(dict(run_config))
+    return logger
+
+
+def _wandb_logger(cfg: Mapping[str, Any], name: str | None, save_dir: str, mode: str):
+    kwargs: dict[str, Any] = {"mode": mode} if mode == "disabled" else {}
     logger = WandbLogger(
         project=cfg.get("project", "survae"),
         entity=cfg.get("entity"),
@@ -57,10 +72,9 @@ def build_logger(
         tags=list(cfg.get("tags") or []),
         save_dir=save_dir,
         offline=mode == "offline",
-        mode=mode if mode == "disabled" else None,
         log_model=False,
         settings={"init_timeout": float(cfg.get("init_timeout", 60)), "silent": True},
+        **kwargs,
     )
-    if run_config is not None:
-        logger.log_hyperparams(dict(run_config))
+    _ = logger.experiment  # start now, so a failure to connect is caught here (bounded wait)
     return logger

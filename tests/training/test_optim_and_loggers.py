@@ -1,0 +1,96 @@
+"""Learning-rate schedules against hand computations; logger selection without network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from survae.config_check import ConfigError
+from survae.training import loggers
+from survae.training.optim import build_optimizer, build_scheduler, lr_factor
+
+
+def test_lr_factor_warmup_then_decay_by_hand():
+    # warm-up over 4 steps, then 0.5 per "epoch" of 10 steps
+    assert lr_factor(0, warmup_steps=4) == pytest.approx(0.25)
+    assert lr_factor(2, warmup_steps=4) == pytest.approx(0.75)
+    assert lr_factor(3, warmup_steps=4) == pytest.approx(1.0)
+    assert lr_factor(9, warmup_steps=4, decay=0.5, decay_every=10) == pytest.approx(1.0)
+    assert lr_factor(10, warmup_steps=4, decay=0.5, decay_every=10) == pytest.approx(0.5)
+    assert lr_factor(25, warmup_steps=4, decay=0.5, decay_every=10) == pytest.approx(0.25)
+
+
+def test_scheduler_applies_the_factor_to_the_optimiser():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([p], {"name": "adamax", "lr": 1e-3})
+    assert isinstance(opt, torch.optim.Adamax)
+    sched = build_scheduler(opt, {"lr": 1e-3, "warmup_steps": 2, "decay": 0.9}, steps_per_epoch=3)
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [5e-4, 1e-3, 1e-3, 9e-4, 9e-4, 9e-4, 8.1e-4]
+    assert lrs == pytest.approx(expected)
+
+
+def test_bad_optimiser_names_the_valid_ones():
+    with pytest.raises(ConfigError, match="adam, adamax, adamw"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(1))], {"name": "sgd"})
+    with pytest.raises(ConfigError, match="decay_every"):
+        build_scheduler(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]),
+                        {"decay_every": "week"}, 1)
+
+
+def test_wandb_mode_is_offline_without_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert loggers.resolve_wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert loggers.resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert loggers.resolve_wandb_mode("auto") == "disabled"
+
+
+def test_unknown_logger_lists_choices(tmp_path):
+    with pytest.raises(ConfigError, match="wandb, csv, tensorboard, none"):
+        loggers.build_logger({"type": "mlflow"}, str(tmp_path))
+
+
+def test_wandb_logger_writes_an_offline_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = loggers.build_logger(
+        {"type": "wandb", "project": "survae-test", "tags": ["t"]}, str(tmp_path),
+        run_config={"seed": 3},
+    )
+    logger.log_metrics({"train/nll": 1.5}, step=1)
+    logger.experiment.finish()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, "no offline W&B run written"
+
+
+def test_online_failure_falls_back_to_offline(monkeypatch, tmp_path):
+    calls = []
+    real = loggers._wandb_logger
+
+    def flaky(cfg, name, save_dir, mode):
+        calls.append(mode)
+        if mode == "online":
+            raise ConnectionError("no route to host")
+        return real(cfg, name, save_dir, mode)
+
+    monkeypatch.setattr(loggers, "_wandb_logger", flaky)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.warns(UserWarning, match="logging offline"):
+        logger = loggers.build_logger({"type": "wandb"}, str(tmp_path))
+    assert calls == ["online", "offline"]
+    logger.experiment.finish()
+
+
+@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
+def test_file_loggers_write_metrics(kind, tmp_path):
+    logger = loggers.build_logger({"type": kind}, str(tmp_path))
+    logger.log_metrics({"val/bpd": 3.5}, step=1)
+    logger.finalize("success")
+    assert any(p.is_file() for p in tmp_path.rglob("*")), f"{kind} wrote nothing"
