@@ -41,10 +41,19 @@ class Flow(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Push ``x`` through every transform; returns ``(z, summed likelihood contributions)``."""
         total = x.new_zeros(x.shape[0], dtype=torch.float32)
-        for t in self.transforms:
+        for t in self.forward_plan():
             x, ldj = t(x, context)
             total = total + ldj
         return x, total
+
+    def forward_plan(self) -> Sequence[Transform]:
+        """The layers :meth:`transform_to_latent` runs, in order: ``transforms`` itself unless
+        an equivalent regrouping of them was installed as the plain attribute ``_forward_plan``
+        (:func:`survae.speed.enable_memory_saving` groups runs of bijections into
+        memory-saving blocks). The regrouping is not registered as submodules, so parameters,
+        ``state_dict`` keys and every other method are unaffected."""
+        plan = self.__dict__.get("_forward_plan")
+        return self.transforms if plan is None else plan
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Log-likelihood per example, in nats, shape ``[batch]`` (a bound when not ``exact``)."""

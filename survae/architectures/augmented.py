@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from survae.architectures.flowpp import (
-    FlowPPContextNet,
-    check_discrete_image,
-    check_choice,
     COUPLINGS,
+    FlowPPContextNet,
+    check_choice,
+    check_discrete_image,
     conditional_flowpp,
     flowpp_dequantizer,
     flowpp_stages,

@@ -248,7 +248,7 @@ class GroupedConv1x1(Bijection):
         eye = torch.eye(c).expand(num_groups, c, c)
         self.weight = nn.Parameter(eye + init_noise * torch.randn(num_groups, c, c))
 
-    def _apply(self, x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    def _conv(self, x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         kernel = W.reshape(self.num_channels, -1, *([1] * (x.dim() - 2)))
         conv = F.conv2d if x.dim() == 4 else F.conv1d
         return conv(x, kernel, groups=self.num_groups)
@@ -265,13 +265,13 @@ class GroupedConv1x1(Bijection):
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x, "input")
-        return self._apply(x, self.weight), self._ldj(x)
+        return self._conv(x, self.weight), self._ldj(x)
 
     def inverse_with_ldj(
         self, z: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(z, "latent")
-        return self._apply(z, torch.linalg.inv(self.weight)), -self._ldj(z)
+        return self._conv(z, torch.linalg.inv(self.weight)), -self._ldj(z)
 
     def extra_repr(self) -> str:
         return f"num_channels={self.num_channels}, num_groups={self.num_groups}"

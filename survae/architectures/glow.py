@@ -277,4 +277,3 @@ __all__ = [
     "glow_split",
     "glow_step",
 ]
-

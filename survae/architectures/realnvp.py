@@ -140,9 +140,7 @@ def realnvp(
         block: list[Transform] = []
         for i in range(count):
             block.append(
-                realnvp_coupling(
-                    channels, mask, i % 2 == 1, hidden, num_blocks, net_norm, scale_fn
-                )
+                realnvp_coupling(channels, mask, i % 2 == 1, hidden, num_blocks, net_norm, scale_fn)
             )
             if batch_norm:
                 block.append(BatchNormBijection(channels))

@@ -7,7 +7,12 @@ Hydra, but nothing here depends on Hydra.
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import platform
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -135,7 +140,9 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if logger is not None:
         logger.log_hyperparams({"num_parameters": num_params, "likelihood": "exact" if module.model.exact else "bound"})
 
+    started = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.time() - started
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or getattr(ckpt_cb, "last_model_path", "")
@@ -151,4 +158,46 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         print(f"[survae] test/{module.metric.name} = {value:.4f} ({exact})")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+    if trainer.is_global_zero:
+        write_run_record(out_dir, cfg, results, trainer, num_params, fit_seconds, module.model.exact)
     return results
+
+
+def hardware_description() -> str:
+    """The accelerator (or CPU) a run used, for result tables."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def write_run_record(
+    out_dir: str,
+    cfg: Mapping[str, Any],
+    results: Mapping[str, Any],
+    trainer: pl.Trainer,
+    num_params: int,
+    fit_seconds: float,
+    exact: bool,
+) -> str:
+    """``results.json`` in the run folder: what ``scripts/report.py`` tabulates."""
+    metric = results["metric"]
+    record = {
+        "experiment": cfg.get("task_name"),
+        "metric": metric,
+        "test": results.get("test", {}).get(f"test/{metric}"),
+        "exact": exact,
+        "test_iw_samples": int(cfg.get("test_iw_samples", 1)),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "wall_time_s": round(fit_seconds, 1),
+        "hardware": hardware_description(),
+        "num_parameters": num_params,
+        "seed": cfg.get("seed"),
+        "command": " ".join(sys.argv),
+        "checkpoint": results.get("checkpoint"),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    return path

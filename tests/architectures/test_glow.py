@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from survae.architectures.glow import MultiScaleFlow, glow
+from survae.architectures.glow import COUPLINGS, PERMUTATIONS, MultiScaleFlow, glow
 from survae.distributions import DiagonalNormal, StandardNormal
 from survae.errors import ShapeError
 from survae.models import build_model
@@ -163,11 +163,13 @@ def test_glow_layer_layout_follows_the_paper():
 def test_multiscale_latent_shapes(data_shape, levels, expected):
     model = glow(data_shape, 256, num_levels=levels, num_steps=1, hidden_channels=8)
     x = torch.randint(0, 256, (2, *data_shape), dtype=torch.uint8)
+    torch.manual_seed(3)  # the same dequantization noise for both passes
     latents = model.encode(x)
     assert [tuple(z.shape[1:]) for z in latents] == expected
     assert model.base_dist.shape == expected[-1]
     # all latents together have exactly as many elements as the data
     assert sum(math.prod(s) for s in expected) == math.prod(data_shape)
+    torch.manual_seed(3)
     z, _ = model.transform_to_latent(x)
     torch.testing.assert_close(z, latents[-1])
 
@@ -275,7 +277,7 @@ def test_decode_checks_the_number_of_latents():
 
 @pytest.mark.parametrize(
     "permutation,coupling",
-    list(itertools.product(["reverse", "shuffle", "conv1x1", "conv1x1_lu"], ["additive", "affine"])),
+    list(itertools.product(PERMUTATIONS, COUPLINGS)),
 )
 def test_every_permutation_coupling_combination_builds_trains_and_inverts(permutation, coupling):
     spec = {**_model_config("glow"), "num_levels": 2, "num_steps": 2, "hidden_channels": 8}
@@ -334,15 +336,23 @@ def test_bad_configurations_raise_clear_errors():
 # --- smoke training -------------------------------------------------------------------------
 
 
-def test_smoke_small_glow_learns_digits():
-    from sklearn.datasets import load_digits
+def digits_like(n: int, seed: int = 0) -> torch.Tensor:
+    """Tiny digits-like images: ten random 8×8 binary glyphs, drawn with noise in 17 grey
+    levels (the value range of scikit-learn's digits), as uint8 ``[n, 1, 8, 8]``."""
+    g = torch.Generator().manual_seed(seed)
+    glyphs = (torch.rand(10, 1, 8, 8, generator=g) > 0.6).float()
+    which = torch.randint(0, 10, (n,), generator=g)
+    noisy = glyphs[which] * 13 + 4 * torch.rand(n, 1, 8, 8, generator=g)
+    return noisy.floor().clamp(0, 16).to(torch.uint8)
 
-    data = torch.from_numpy(load_digits().images).to(torch.uint8).unsqueeze(1)  # 17 levels
-    spec = {**_model_config("glow"), "num_levels": 2, "num_steps": 3, "hidden_channels": 32}
+
+def test_smoke_small_glow_learns_digits_like_data():
+    data = digits_like(512)
+    spec = {**_model_config("glow"), "num_levels": 2, "num_steps": 2, "hidden_channels": 16}
     model = build_model(spec, (1, 8, 8), num_bins=17)
     opt = torch.optim.Adamax(model.parameters(), lr=3e-3)
     losses = []
-    for step in range(60):
+    for _ in range(60):
         batch = data[torch.randint(0, len(data), (64,))]
         loss = -model.log_prob(batch).mean() / (math.log(2) * 64)  # bits/dim
         opt.zero_grad()
@@ -351,4 +361,5 @@ def test_smoke_small_glow_learns_digits():
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert math.isfinite(last)
-    assert last < first - 0.5, (first, last)
+    # about 4.6 → 3.3 bits/dim in 60 steps
+    assert last < first - 0.8, (first, last)

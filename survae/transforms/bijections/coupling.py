@@ -60,12 +60,33 @@ LOG_SCALE_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 _MASKS = ("channel", "checkerboard")
 
 
+def call_network(
+    net: torch.nn.Module, *inputs: torch.Tensor, autocast_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``net(*inputs)``, optionally under ``torch.autocast`` with ``autocast_dtype``.
+
+    Under autocast the network's matrix products and convolutions run in the lower precision;
+    its output is cast back to the dtype of the first input, so the shift/scale arithmetic,
+    log-determinants and base densities that follow stay in full precision
+    (``survae.speed.set_coupling_autocast`` sets ``autocast_dtype`` per layer).
+    """
+    if autocast_dtype is None:
+        return net(*inputs)
+    first = inputs[0]
+    with torch.autocast(first.device.type, dtype=autocast_dtype):
+        out = net(*inputs)
+    return out.to(first.dtype)
+
+
 class _Coupling(Bijection):
     """Shared machinery; subclasses say how many parameters each transformed element needs
     and how they act (:meth:`_elementwise`)."""
 
     #: network outputs per transformed element
     params_per_element: int = 1
+    #: dtype the network runs in under ``torch.autocast`` (e.g. ``torch.bfloat16``); None: off.
+    #: Only the network is affected: its output is cast back before the coupling's arithmetic.
+    net_autocast: torch.dtype | None = None
 
     def __init__(
         self,
@@ -141,7 +162,7 @@ class _Coupling(Bijection):
         return torch.cat([x_cond, context.to(x_cond.dtype)], dim=1)
 
     def _params(self, net_in: torch.Tensor) -> torch.Tensor:
-        h = self.net(net_in)
+        h = call_network(self.net, net_in, autocast_dtype=self.net_autocast)
         expected = (net_in.shape[0], self.params_per_element * self.num_transformed)
         check_shape(self, h, (*expected, *net_in.shape[2:]), "network output")
         return h
@@ -270,4 +291,4 @@ class AdditiveCoupling(_Coupling):
         return (x - shift, zeros) if inverse else (x + shift, zeros)
 
 
-__all__ = ["LOG_SCALE_FNS", "AdditiveCoupling", "AffineCoupling"]
+__all__ = ["LOG_SCALE_FNS", "AdditiveCoupling", "AffineCoupling", "call_network"]

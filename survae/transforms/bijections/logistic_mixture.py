@@ -28,6 +28,7 @@ from survae.errors import check_ndim, check_shape
 from survae.nn.build import NetSpec, build_network
 from survae.registry import register
 from survae.transforms.base import Bijection
+from survae.transforms.bijections.coupling import call_network
 
 _MASKS = ("channel", "checkerboard")
 _CONTEXT_MODES = ("concat", "net")
@@ -91,6 +92,10 @@ class LogisticMixtureCoupling(Bijection):
     filled in when it does not set it). If the network's last layer is zero-initialised
     the layer starts exactly at the identity (identical standard logistics, ``a = b = 0``).
     """
+
+    #: dtype the network runs in under ``torch.autocast`` (e.g. ``torch.bfloat16``); None: off.
+    #: The network output is cast back before the mixture arithmetic and log-determinant.
+    net_autocast: torch.dtype | None = None
 
     def __init__(
         self,
@@ -175,12 +180,13 @@ class LogisticMixtureCoupling(Bijection):
 
     def _params(self, cond: torch.Tensor, context: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         """Mixture log-weights, means, log-scales ``[B, K, C_out, ...]`` and ``a, b``."""
+        dtype = self.net_autocast
         if context is None:
-            out = self.net(cond)
+            out = call_network(self.net, cond, autocast_dtype=dtype)
         elif self.context_mode == "concat":
-            out = self.net(torch.cat([cond, context], dim=1))
+            out = call_network(self.net, torch.cat([cond, context], dim=1), autocast_dtype=dtype)
         else:
-            out = self.net(cond, context)
+            out = call_network(self.net, cond, context, autocast_dtype=dtype)
         K, C = self.num_components, self.out_per_param
         spatial = tuple(cond.shape[2:])
         check_shape(self, out, (cond.shape[0], (3 * K + 2) * C, *spatial), what="network output")
