@@ -72,9 +72,18 @@ class Flow(nn.Module):
         temperature: float = 1.0,
         context: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draw samples; ``temperature`` scales the base distribution's spread (Glow)."""
-        z = self.base_dist.sample(num_samples, context=context, temperature=temperature)
-        return self.latent_to_data(z, context)
+        """Draw samples; ``temperature`` scales the spread of the base distribution and of every
+        layer that samples on the way back (splits, max-pool, VAE decoders), as in Glow."""
+        layers = [m for m in self.modules() if m is not self and hasattr(m, "temperature")]
+        saved = [m.temperature for m in layers]
+        try:
+            for m in layers:
+                m.temperature = temperature
+            z = self.base_dist.sample(num_samples, context=context, temperature=temperature)
+            return self.latent_to_data(z, context)
+        finally:
+            for m, t in zip(layers, saved):
+                m.temperature = t
 
     def sample_with_log_prob(
         self,

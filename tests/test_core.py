@@ -88,3 +88,16 @@ def test_inverse_bijection_reports_its_own_log_determinant():
     assert_invertible(layer, x)
     assert_logdet_matches_autograd(layer, x)
     assert (layer(x)[0] > 0).all() and (layer(x)[0] < 1).all()
+
+
+def test_sample_temperature_reaches_sampling_layers_and_is_restored():
+    from survae.transforms.surjections.slicing import Slice
+
+    split = Slice(num_channels=4, num_keep=1)
+    flow = survae.Flow(StandardNormal(1), [split])
+    torch.manual_seed(0)
+    x = flow.sample(20_000, temperature=0.5)
+    assert x.shape == (20_000, 4)
+    stds = x.std(0)
+    assert torch.allclose(stds, torch.full((4,), 0.5), atol=0.02), stds
+    assert split.temperature == 1.0
