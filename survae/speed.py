@@ -55,7 +55,9 @@ def set_coupling_autocast(model: nn.Module, dtype: torch.dtype | None = torch.bf
     log-density are computed in the model's dtype (float32).
     """
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"set_coupling_autocast: dtype must be a floating dtype or None, got {dtype!r}")
+        raise ValueError(
+            f"set_coupling_autocast: dtype must be a floating dtype or None, got {dtype!r}"
+        )
     count = 0
     for m in model.modules():
         if hasattr(type(m), "net_autocast"):
@@ -174,7 +176,9 @@ def compile_model(
     ``model``.
     """
     if mode is not None and mode not in _COMPILE_MODES:
-        raise ValueError(f"compile_model: unknown mode {mode!r}; valid: {', '.join(_COMPILE_MODES)}")
+        raise ValueError(
+            f"compile_model: unknown mode {mode!r}; valid: {', '.join(_COMPILE_MODES)}"
+        )
     kwargs: dict[str, Any] = {"backend": backend, "fullgraph": fullgraph, "dynamic": dynamic}
     if backend == "inductor" and mode is not None:
         kwargs["mode"] = mode

@@ -72,7 +72,19 @@ class MultiScaleFlow(Flow):
     """
 
     def _slices(self) -> list[Slice]:
-        return [m for m in self.modules() if isinstance(m, Slice)]
+        """The splits :meth:`encode` and :meth:`decode` see: ``Slice`` layers at the top level
+        or inside (nested) ``Sequential`` blocks, in forward order."""
+
+        def walk(transforms: Iterable[Transform]) -> list[Slice]:
+            found: list[Slice] = []
+            for t in transforms:
+                if isinstance(t, Sequential):
+                    found += walk(t.transforms)
+                elif isinstance(t, Slice):
+                    found.append(t)
+            return found
+
+        return walk(self.transforms)
 
     @torch.no_grad()
     def sample(

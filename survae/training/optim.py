@@ -33,19 +33,25 @@ def lr_factor(
     decay: float = 1.0,
     decay_every: int = 1,
     min_factor: float = 0.0,
+    decay_start: int = 0,
 ) -> float:
-    """Linear warm-up over ``warmup_steps`` times exponential decay ``decay ** (step // every)``.
+    """Linear warm-up over ``warmup_steps``, then exponential decay
+    ``decay ** ((step - decay_start) // every)`` from step ``decay_start`` on, floored at
+    ``min_factor``.
 
-    SurVAE: warm-up 5000 steps, decay 0.995 per epoch; Flow++: 2000 warm-up steps.
+    SurVAE: warm-up 5000 steps, decay 0.995 per epoch; Flow++: 2000 warm-up steps; VFlow: peak
+    until step 50,000, then 0.99999 per step down to a quarter.
     """
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-    return max(min_factor, warm * decay ** (step // max(1, decay_every)))
+    decay_steps = max(0, step - decay_start)
+    return max(min_factor, warm * decay ** (decay_steps // max(1, decay_every)))
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any], steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR from ``{warmup_steps, decay, decay_every: epoch|step}``."""
+    """A per-step LambdaLR from ``{warmup_steps, decay, decay_every: epoch|step, decay_start,
+    min_lr}`` (``decay_start`` counts optimiser steps)."""
     every = cfg.get("decay_every", "epoch")
     if every not in ("epoch", "step"):
         raise ConfigError(f"optim.decay_every must be 'epoch' or 'step', got {every!r}")
@@ -53,8 +59,10 @@ def build_scheduler(
     warmup = int(cfg.get("warmup_steps", 0))
     decay = float(cfg.get("decay", 1.0))
     min_factor = float(cfg.get("min_lr", 0.0)) / float(cfg.get("lr", 1e-3))
+    decay_start = int(cfg.get("decay_start", 0))
     if not (0 < decay <= 1) or math.isnan(decay):
         raise ConfigError(f"optim.decay must be in (0, 1], got {decay}")
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, warmup, decay, every_steps, min_factor)
+        optimizer,
+        lambda step: lr_factor(step, warmup, decay, every_steps, min_factor, decay_start),
     )

@@ -260,8 +260,8 @@ class MemorySavingBlock(Bijection):
     ``layers`` are transforms or layer specs (``{"name": ..., **kwargs}``); each must be
     reconstructible (:func:`is_reconstructible`), Sequential stacks are flattened.
     ``preserve_rng_state`` replays the random state for layers whose networks use dropout.
-    The reconstructing path is used when gradients are needed; otherwise (and under
-    ``torch.compile``, where the block is a graph break) the layers simply run in order.
+    The reconstructing path is used when gradients are needed (under ``torch.compile`` it is a
+    graph break and runs eagerly); otherwise the layers simply run in order.
     """
 
     def __init__(
@@ -318,7 +318,7 @@ class MemorySavingBlock(Bijection):
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if not torch.is_grad_enabled():
             return self._run_plain(x, context)
         params = [p for p in self.transforms.parameters() if p.requires_grad]
         ctx_grad = context is not None and context.requires_grad

@@ -24,6 +24,16 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LOG_2PI = math.log(2 * math.pi)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is as fast as several, and it avoids the
+    large slowdowns of oversubscribed threads when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _model_config() -> dict:
     return yaml.safe_load((CONFIGS / "model" / "realnvp.yaml").read_text())
 

@@ -46,6 +46,16 @@ SMALL_NET = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are small: one thread is fastest, and it avoids OpenMP threads spinning
+    against each other when other processes share the CPU cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _num_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -94,3 +94,9 @@ def test_file_loggers_write_metrics(kind, tmp_path):
     logger.log_metrics({"val/bpd": 3.5}, step=1)
     logger.finalize("success")
     assert any(p.is_file() for p in tmp_path.rglob("*")), f"{kind} wrote nothing"
+
+
+def test_decay_can_start_late_and_is_floored():
+    # peak until step 5, then x0.5 per step, never below 0.3
+    factors = [lr_factor(s, 0, 0.5, 1, 0.3, decay_start=5) for s in range(9)]
+    assert factors == pytest.approx([1, 1, 1, 1, 1, 1, 0.5, 0.3, 0.3])

@@ -41,7 +41,9 @@ def image_stack(depth: int, channels: int = 2, hidden: int = 8, net: str = "conv
     c = 4 * channels
     layers: list = [Squeeze2d()]
     for i in range(depth):
-        spec = _conv_net(hidden) if net == "conv" else {"name": "glow_net", "hidden_channels": hidden}
+        spec = (
+            _conv_net(hidden) if net == "conv" else {"name": "glow_net", "hidden_channels": hidden}
+        )
         step = [ActNorm(c), Conv1x1LU(c), AffineCoupling(c, net=spec, reverse_mask=i % 2 == 1)]
         if net == "glow":
             step.append(AdditiveCoupling(c, net=spec, mask="checkerboard"))
