@@ -92,8 +92,8 @@ class Flow(nn.Module):
         context: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Samples and their exact log-likelihood, for flows of bijections only."""
-        if not all(getattr(t, "inverse_with_ldj", None) for t in self.transforms):
-            missing = [type(t).__name__ for t in self.transforms if not hasattr(t, "inverse_with_ldj")]
+        missing = [type(t).__name__ for t in self.transforms if not hasattr(t, "inverse_with_ldj")]
+        if missing:
             raise TypeError(
                 "sample_with_log_prob needs every layer to report its inverse log-determinant; "
                 f"these do not: {', '.join(missing)}. Use sample() then log_prob() instead."

@@ -39,6 +39,7 @@ SPEED_DEFAULTS: dict[str, Any] = {
     "bf16_couplings": False,
     "channels_last": False,
     "memory_saving": False,
+    "memory_saving_anchor_every": None,
 }
 
 _COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -97,11 +98,12 @@ def _rebuild_plan(flow: Flow) -> None:
     if flow.__dict__.get("_speed_channels_last", False):
         plan.append(ToMemoryFormat(torch.channels_last))
     if flow.__dict__.get("_speed_memory_saving", False):
+        anchor_every = flow.__dict__.get("_speed_anchor_every")
         run: list[Transform] = []
 
         def close_run() -> None:
             if any(p.requires_grad for t in run for p in t.parameters()):
-                plan.append(MemorySavingBlock(run))
+                plan.append(MemorySavingBlock(run, anchor_every=anchor_every))
             else:  # nothing to differentiate: grouping would only store the output
                 plan.extend(run)
             run.clear()
@@ -134,19 +136,24 @@ def to_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model
 
 
-def enable_memory_saving(model: nn.Module, enabled: bool = True) -> nn.Module:
+def enable_memory_saving(
+    model: nn.Module, enabled: bool = True, anchor_every: int | None = None
+) -> nn.Module:
     """Make every :class:`~survae.flows.Flow` in ``model`` (including flows nested in layers,
     e.g. Flow++'s dequantizer) run each maximal run of consecutive reconstructible transforms
     (:func:`~survae.transforms.memory.is_reconstructible`: bijections and Sequential stacks of
     them, without batch statistics) as one
     :class:`~survae.transforms.memory.MemorySavingBlock`. Surjections and stochastic layers
-    stay as they are and split the runs. ``enabled=False`` undoes it. Returns ``model``.
+    stay as they are and split the runs. ``anchor_every`` is passed to the blocks (keep every
+    ``k``-th layer's input to bound float32 reconstruction drift). ``enabled=False`` undoes
+    it. Returns ``model``.
 
     Only the training forward pass (``log_prob``/``transform_to_latent``) changes; modules,
     parameters, ``state_dict`` keys, sampling and ``inverse`` are untouched.
     """
     for flow in _flows(model):
         flow.__dict__["_speed_memory_saving"] = enabled
+        flow.__dict__["_speed_anchor_every"] = anchor_every
         _rebuild_plan(flow)
     return model
 
@@ -191,8 +198,9 @@ def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> 
     """Apply the speed options of a config mapping to ``model`` and return it.
 
     Keys (all optional, defaults in :data:`SPEED_DEFAULTS`): ``bf16_couplings`` (bool),
-    ``channels_last`` (bool), ``memory_saving`` (bool), ``compile`` (bool), ``compile_mode``
-    (``default``, ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``).
+    ``channels_last`` (bool), ``memory_saving`` (bool), ``memory_saving_anchor_every``
+    (positive int or None), ``compile`` (bool), ``compile_mode`` (``default``,
+    ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``).
     Call it after building the model and before creating optimizers or EMA copies.
     """
     opts = dict(SPEED_DEFAULTS)
@@ -206,6 +214,13 @@ def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> 
     for key in ("compile", "bf16_couplings", "channels_last", "memory_saving"):
         if not isinstance(opts[key], bool):
             raise ValueError(f"speed.{key} must be true or false, got {opts[key]!r}")
+    anchor = opts["memory_saving_anchor_every"]
+    if anchor is not None and (
+        isinstance(anchor, bool) or not isinstance(anchor, int) or anchor < 1
+    ):
+        raise ValueError(
+            f"speed.memory_saving_anchor_every must be a positive integer or null, got {anchor!r}"
+        )
     if opts["compile_mode"] not in _COMPILE_MODES:
         raise ValueError(
             f"speed.compile_mode must be one of {', '.join(_COMPILE_MODES)}, "
@@ -216,7 +231,7 @@ def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> 
     if opts["channels_last"]:
         to_channels_last(model)
     if opts["memory_saving"]:
-        enable_memory_saving(model)
+        enable_memory_saving(model, anchor_every=anchor)
     if opts["compile"]:
         compile_model(model, mode=opts["compile_mode"])
     return model

@@ -105,12 +105,13 @@ def test_bf16_coupling_networks_keep_logdets_float32():
         assert b.dtype == torch.float32  # cast back before the coupling's arithmetic
         rel = (a - b).norm() / a.norm()
         assert 0 < rel < 2e-2, rel
-    # log_prob: the errors in shift and log-scale enter linearly, ≲ 1 % of their size each.
-    # With |shift|, |log scale| ≲ 0.3 here, that is < 1e-2 nats per dimension; the
-    # deviation per dimension must be below that but not zero (bf16 actually used).
+    # log_prob: the errors in shift and log-scale enter linearly, each ≲ 1 % of values of
+    # size ≲ 0.3 here; even fully aligned that is < 5e-3 nats (0.007 bits) per dimension,
+    # below the 0.01 bits/dim to which results are reported. Observed: ~3e-4. Not zero,
+    # since bf16 is really used.
     dims = x[0].numel()
     per_dim = (lp.detach() - reference).abs() / dims
-    assert per_dim.max() < 1e-2, per_dim
+    assert per_dim.max() < 5e-3, per_dim
     assert per_dim.max() > 0
     # gradients flow through the autocast region and stay float32
     lp.sum().backward()
@@ -132,7 +133,7 @@ def test_bf16_logistic_mixture_coupling():
     assert z.dtype == torch.float32 and ldj.dtype == torch.float32
     torch.testing.assert_close(z, z_ref, rtol=3e-2, atol=3e-2)
     per_dim = (ldj - ldj_ref).abs() / x[0].numel()
-    assert 0 < per_dim.max() < 1e-2
+    assert 0 < per_dim.max() < 5e-3
     # the inverse uses the same network precision, so the round trip stays exact
     torch.testing.assert_close(layer.inverse(z), x, rtol=1e-4, atol=1e-4)
 
@@ -331,15 +332,17 @@ def test_apply_speed_options_all_on():
         "bf16_couplings": True,
         "channels_last": True,
         "memory_saving": True,
+        "memory_saving_anchor_every": 2,
         "compile": False,  # compiling is covered above; here the other three together
         "compile_mode": "default",
     }
     speed.apply_speed_options(flow, options)
     plan = flow.forward_plan()
     assert isinstance(plan[0], speed.ToMemoryFormat) and isinstance(plan[1], MemorySavingBlock)
+    assert plan[1].anchor_every == 2
     lp = flow.log_prob(x)
     per_dim = (lp - reference.log_prob(x)).abs() / x[0].numel()
-    assert per_dim.max() < 1e-2  # the bf16 tolerance of the test above
+    assert per_dim.max() < 5e-3  # the bf16 tolerance of the test above
     lp.sum().backward()
     assert all(p.grad is not None for p in flow.parameters())
 
@@ -351,6 +354,8 @@ def test_apply_speed_options_validates():
         speed.apply_speed_options(glow_like(), {"compile": "yes"})
     with pytest.raises(ValueError, match="compile_mode"):
         speed.apply_speed_options(glow_like(), {"compile_mode": "turbo"})
+    with pytest.raises(ValueError, match="anchor_every"):
+        speed.apply_speed_options(glow_like(), {"memory_saving_anchor_every": 0})
 
 
 def test_compiled_model_keeps_memory_saving(monkeypatch):

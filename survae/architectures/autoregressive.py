@@ -188,7 +188,9 @@ def realnvp_tabular(
     for i in range(num_couplings):
         # MAF's mask starts as (index % 2): odd features pass unchanged in the first coupling.
         layers.append(
-            AffineCoupling(D, net=net, mask="checkerboard", scale_fn=scale_fn, reverse_mask=i % 2 == 0)
+            AffineCoupling(
+                D, net=net, mask="checkerboard", scale_fn=scale_fn, reverse_mask=i % 2 == 0
+            )
         )
         if batch_norm:
             layers.append(BatchNormBijection(D, momentum=batch_norm_momentum))

@@ -30,11 +30,11 @@ from survae.flows import Flow
 from survae.nn.build import NetSpec, build_network
 from survae.registry import register
 from survae.transforms import Transform
+from survae.transforms.base import Bijection
 from survae.transforms.bijections.actnorm import ActNorm
 from survae.transforms.bijections.coupling import LOG_SCALE_FNS, AffineCoupling
 from survae.transforms.bijections.elementwise import Scale, Shift
 from survae.transforms.bijections.permutation import Reverse
-from survae.transforms.base import Bijection
 from survae.transforms.surjections.permutation import SortSurjection, StochasticPermutation
 
 

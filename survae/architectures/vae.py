@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from survae.architectures.autoregressive import Flatten
 from survae.distributions import ConditionalNormal, StandardNormal
 from survae.distributions.base import ConditionalDistribution
 from survae.errors import ShapeError
@@ -32,7 +33,6 @@ from survae.transforms import Transform
 from survae.transforms.bijections.autoregressive import InverseAutoregressive
 from survae.transforms.stochastic.vae import VAE
 from survae.transforms.surjections.dequantization import UniformDequantization
-from survae.architectures.autoregressive import Flatten
 from survae.utils import sum_except_batch
 
 LOG_2PI = math.log(2 * math.pi)

@@ -12,6 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from survae.metrics import importance_weighted_log_prob, metric_for
 from survae.models import build_model
+from survae.speed import apply_speed_options
 from survae.training.optim import build_optimizer, build_scheduler
 
 
@@ -35,14 +36,18 @@ class FlowModule(pl.LightningModule):
         optim: Mapping[str, Any] | None = None,
         ema_decay: float | None = None,
         test_iw_samples: int = 1,
+        test_iw_chunk: int | None = None,
         check_finite: bool = True,
         nonfinite_checkpoint_dir: str | None = None,
         data_config: Mapping[str, Any] | None = None,
+        speed: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         # data_config is stored (not used) so evaluation scripts can rebuild the data
         self.save_hyperparameters(ignore=["nonfinite_checkpoint_dir"])
         self.model = build_model(model_spec, data_info["shape"], data_info.get("num_bins"))
+        # compile / bf16 couplings / channels-last / memory-saving backprop (before the EMA copy)
+        self.model = apply_speed_options(self.model, speed or {})
         self.kind = data_info["kind"]
         self.metric = metric_for(self.kind)
         shape = list(data_info["shape"])
@@ -55,6 +60,7 @@ class FlowModule(pl.LightningModule):
             else None
         )
         self.test_iw_samples = int(test_iw_samples)
+        self.test_iw_chunk = test_iw_chunk
         self.check_finite = check_finite
         self.nonfinite_checkpoint_dir = nonfinite_checkpoint_dir
 
@@ -74,7 +80,7 @@ class FlowModule(pl.LightningModule):
         return value
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        log_prob = self.model.log_prob(batch)
+        log_prob = self.model(batch)  # == log_prob; goes through the compiled graph if enabled
         value = self._log_metric("train", log_prob, self.model.exact)
         loss = value if not self.metric.higher_is_better else -value
         if self.check_finite and not torch.isfinite(loss):  # one host sync per step
@@ -107,7 +113,9 @@ class FlowModule(pl.LightningModule):
         if model.exact or self.test_iw_samples <= 1:
             log_prob = model.log_prob(batch)
         else:
-            log_prob = importance_weighted_log_prob(model.log_prob, batch, self.test_iw_samples)
+            log_prob = importance_weighted_log_prob(
+                model.log_prob, batch, self.test_iw_samples, chunk_size=self.test_iw_chunk
+            )
         self._log_metric("test", log_prob, model.exact)
 
     # ---------------------------------------------------------------- optimisation

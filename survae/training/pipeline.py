@@ -117,9 +117,11 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         optim=dict(cfg.get("optim") or {}),
         ema_decay=cfg.get("ema_decay"),
         test_iw_samples=int(cfg.get("test_iw_samples", 1)),
+        test_iw_chunk=cfg.get("test_iw_chunk"),
         check_finite=bool(cfg.get("check_finite", True)),
         nonfinite_checkpoint_dir=ckpt_dir,
         data_config=dict(cfg["data"]),
+        speed=dict(cfg.get("speed") or {}),
     )
     num_params = sum(p.numel() for p in module.model.parameters())
     print(f"[survae] model: {num_params:,} parameters; data: {info['name']} {tuple(info['shape'])}")

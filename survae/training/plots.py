@@ -27,7 +27,7 @@ def _figure():
 
 
 def point_clouds(samples: torch.Tensor, path: Path, size: float = 28.0) -> Path:
-    """Scatter plots of point sets ``[N, points, 2]`` (SpatialMNIST: y axis flipped)."""
+    """Scatter plots of point sets ``[N, points, 2]`` (coordinates as stored: y points up)."""
     plt = _figure()
     n = min(16, samples.shape[0])
     cols = int(math.ceil(math.sqrt(n)))
@@ -37,7 +37,7 @@ def point_clouds(samples: torch.Tensor, path: Path, size: float = 28.0) -> Path:
         ax.set_axis_off()
         if i < n:
             pts = samples[i].cpu()
-            ax.scatter(pts[:, 0], size - pts[:, 1], s=4)
+            ax.scatter(pts[:, 0], pts[:, 1], s=4)
             ax.set_xlim(0, size)
             ax.set_ylim(0, size)
             ax.set_aspect("equal")

@@ -1,6 +1,11 @@
 """Layers: bijections, surjections and stochastic transforms (all registered as ``layer``)."""
 
-from survae.transforms import bijections, stochastic, surjections  # noqa: F401  (registers)
+from survae.transforms import (  # noqa: F401  (registers)
+    bijections,
+    memory,
+    stochastic,
+    surjections,
+)
 from survae.transforms.base import (
     Bijection,
     InverseBijection,

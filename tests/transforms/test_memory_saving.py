@@ -243,3 +243,27 @@ def test_registered_and_buildable_from_a_config():
     lp = model.log_prob(x)
     lp.sum().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_anchors_store_every_kth_input_and_stop_drift():
+    x = torch.randn(4, 2, 8, 8)
+    layers = image_stack(3, hidden=8)  # 1 + 3·3 = 10 leaves
+    plain = Sequential(layers)
+    with torch.no_grad():
+        plain(x)
+    z_bytes = x.numel() * x.element_size()
+    for every, stored in ((None, 1), (4, 1 + 2), (1, 1 + 9)):
+        block = MemorySavingBlock(copy.deepcopy(layers), anchor_every=every)
+        nbytes, _ = _saved_bytes(lambda b=block: b(x))
+        assert nbytes == stored * z_bytes, (every, nbytes)
+    # with every input kept nothing is reconstructed: float32 gradients as plain autograd's
+    block = MemorySavingBlock(copy.deepcopy(layers), anchor_every=1)
+    xg = x.clone().requires_grad_(True)
+    _assert_same(_grads(plain, xg), _grads(block, xg), atol=1e-6, rtol=1e-6)
+    # anchors combined with reconstruction, float64: exact
+    plain64 = Sequential(copy.deepcopy(layers)).double()
+    block64 = MemorySavingBlock(copy.deepcopy(list(plain64.transforms)), anchor_every=3)
+    x64 = x.double().requires_grad_(True)
+    _assert_same(_grads(plain64, x64), _grads(block64, x64))
+    with pytest.raises(ValueError, match="anchor_every"):
+        MemorySavingBlock(copy.deepcopy(layers), anchor_every=0)
