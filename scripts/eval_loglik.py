@@ -30,17 +30,27 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     model, info = load_for_eval(args.checkpoint, args.device)
-    dm = datamodule_from_checkpoint(args.checkpoint, root=args.root, eval_batch_size=args.batch_size)
+    dm = datamodule_from_checkpoint(
+        args.checkpoint, root=args.root, eval_batch_size=args.batch_size
+    )
     dm.setup("test" if args.split == "test" else "validate")
     loader = dm.test_dataloader() if args.split == "test" else dm.val_dataloader()
     result = evaluate_log_likelihood(
-        model, loader, info["kind"], list(info["shape"]), args.k, args.chunk, args.device,
+        model,
+        loader,
+        info["kind"],
+        list(info["shape"]),
+        args.k,
+        args.chunk,
+        args.device,
         args.max_batches,
     )
     result.update(checkpoint=args.checkpoint, split=args.split)
     kind = "exact" if result["exact"] else f"IW bound, k={result['iw_samples']}"
-    print(f"{args.split}/{result['metric']} = {result['value']:.4f} ({kind}, "
-          f"{result['num_examples']} examples)")
+    print(
+        f"{args.split}/{result['metric']} = {result['value']:.4f} ({kind}, "
+        f"{result['num_examples']} examples)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -28,8 +28,9 @@ from survae.metrics import (
 
 
 @torch.no_grad()
-def generate(model, num_samples: int, batch_size: int, temperature: float, num_bins: int,
-             device: str) -> torch.Tensor:
+def generate(
+    model, num_samples: int, batch_size: int, temperature: float, num_bins: int, device: str
+) -> torch.Tensor:
     """uint8 samples ``[N, C, H, W]`` rescaled from ``num_bins`` levels to 0–255."""
     out = []
     for start in range(0, num_samples, batch_size):
@@ -71,8 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
     if info["kind"] != "image":
         raise SystemExit(f"sample-quality metrics need an image model; this one is {info['kind']}")
     num_bins = int(info["num_bins"])
-    fake = generate(model, args.num_samples, args.batch_size, args.temperature, num_bins,
-                    args.device)
+    fake = generate(
+        model, args.num_samples, args.batch_size, args.temperature, num_bins, args.device
+    )
     if args.save_samples:
         torch.save(fake, args.save_samples)
     dm = datamodule_from_checkpoint(args.checkpoint, root=args.root)
@@ -85,8 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "checkpoint": str(Path(args.checkpoint)),
         "temperature": args.temperature,
-        **{f"fid_{k}" if k != "fid" else k: v
-           for k, v in compute_fid(real, fake, extractor, args.batch_size).items()},
+        **{
+            f"fid_{k}" if k != "fid" else k: v
+            for k, v in compute_fid(real, fake, extractor, args.batch_size).items()
+        },
         **compute_inception_score(fake, extractor, batch_size=args.batch_size),
     }
     print(json.dumps({k: v for k, v in result.items()}, indent=2, default=str))

@@ -95,13 +95,12 @@ def collect_local(folders: Iterable[Path]) -> Iterator[dict[str, Any]]:
     for folder in folders:
         if not folder.exists():
             continue
-        with_results = set()
+        with_results = {path.parent for path in folder.rglob("results.json")}
         for path in sorted(folder.rglob("results.json")):
-            with_results.add(path.parent)
             yield _from_results(path)
 
-        def covered(p: Path) -> bool:
-            return any(parent in with_results for parent in p.parents)
+        def covered(p: Path, done: frozenset[Path] = frozenset(with_results)) -> bool:
+            return any(parent in done for parent in p.parents)
 
         for run_dir in sorted(folder.rglob("*run-*")):
             if run_dir.is_dir() and (run_dir / "files").exists() and not covered(run_dir):
@@ -171,7 +170,7 @@ def table(records: Iterable[dict[str, Any]], targets: dict[str, dict[str, Any]])
         bound = "exact" if rec.get("exact") else "bound"
         wall = rec.get("wall_time_s")
         wall_s = None if wall is None else f"{float(wall) / 60:.1f} min"
-        published_s = (f"{published} {target.get('metric')}" if published is not None else None)
+        published_s = f"{published} {target.get('metric')}" if published is not None else None
         lines.append(
             f"| {name} | {rec['metric']} | {_fmt(ours)} | {bound} | {_fmt(published_s)} | "
             f"{_fmt(diff)} | {_fmt(rec.get('steps'))} | {_fmt(rec.get('epochs'))} | "

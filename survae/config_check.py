@@ -18,9 +18,11 @@ def check_kwargs(target: Callable[..., Any], kwargs: Mapping[str, Any], where: s
     """
     valid: list[str] = []
     # a class whose __init__ forwards **kwargs accepts its bases' keywords too
-    targets = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(
-        target, type
-    ) else [target]
+    targets = (
+        [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+        if isinstance(target, type)
+        else [target]
+    )
     for fn in targets:
         try:
             params = inspect.signature(fn).parameters

@@ -39,6 +39,5 @@ def check_ndim(layer: object, x: torch.Tensor, ndims: int | Sequence[int], what:
         names = {2: "(batch, features)", 3: "(batch, channels, length)", 4: "(batch, C, H, W)"}
         want = " or ".join(names.get(n, f"{n}-D") for n in allowed)
         raise ShapeError(
-            f"{type(layer).__name__}: expected {what} of shape {want}, "
-            f"got {_fmt(tuple(x.shape))}"
+            f"{type(layer).__name__}: expected {what} of shape {want}, got {_fmt(tuple(x.shape))}"
         )

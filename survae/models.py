@@ -34,7 +34,7 @@ def _build_registered(kind: str, spec: Mapping[str, Any], where: str, **given: A
 def _infer_latent_shape(layers: Sequence[torch.nn.Module], data_shape: Sequence[int]) -> list[int]:
     x = torch.zeros(2, *data_shape)
     with torch.no_grad():
-        for i, layer in enumerate(layers):
+        for layer in layers:
             was_training = layer.training
             layer.eval()
             try:
@@ -86,7 +86,9 @@ def build_model(
     return model
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True) -> Flow:
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True
+) -> Flow:
     """The trained :class:`Flow` stored in a training checkpoint (EMA weights when present)."""
     ckpt = torch.load(str(path), map_location=map_location, weights_only=False)
     hp = ckpt.get("hyper_parameters", {})

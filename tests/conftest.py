@@ -3,9 +3,9 @@
 import os
 
 import pytest
+import torch
 
 import survae  # noqa: F401  (first: installs the torchvision shim before Lightning loads)
-import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

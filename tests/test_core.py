@@ -29,8 +29,9 @@ def test_build_from_spec_merges_and_rejects_clashes():
     )
     assert net(torch.randn(5, 3)).shape == (5, 2)
     with pytest.raises(ValueError, match="in_channels"):
-        registry.build_from_spec("network", {"name": "mlp", "in_channels": 4}, in_channels=3,
-                                 out_channels=2)
+        registry.build_from_spec(
+            "network", {"name": "mlp", "in_channels": 4}, in_channels=3, out_channels=2
+        )
 
 
 def test_standard_normal_log_prob_matches_torch():
@@ -58,12 +59,15 @@ def test_half_normal_and_uniform():
     hn = StandardHalfNormal(1)
     x = torch.tensor([[0.5], [-0.5]])
     lp = hn.log_prob(x)
-    torch.testing.assert_close(lp[0], torch.tensor(math.log(2) - 0.125 - 0.5 * math.log(2 * math.pi)))
+    torch.testing.assert_close(
+        lp[0], torch.tensor(math.log(2) - 0.125 - 0.5 * math.log(2 * math.pi))
+    )
     assert lp[1] == -math.inf
     assert (hn.sample(100) >= 0).all()
     u = StandardUniform(2)
-    torch.testing.assert_close(u.log_prob(torch.tensor([[0.2, 0.9], [1.2, 0.1]])),
-                               torch.tensor([0.0, -math.inf]))
+    torch.testing.assert_close(
+        u.log_prob(torch.tensor([[0.2, 0.9], [1.2, 0.1]])), torch.tensor([0.0, -math.inf])
+    )
 
 
 def test_shape_error_names_layer_and_shapes():

@@ -20,7 +20,9 @@ from survae.training.module import FlowModule  # noqa: E402
 from survae.training.optim import build_optimizer  # noqa: E402
 from survae.training.pipeline import build_datamodule, data_info  # noqa: E402
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs/experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).parents[1] / "configs/experiment").glob("*.yaml")
+)
 
 
 def tiny_data_config(cfg: dict, root: Path) -> dict:
@@ -49,7 +51,9 @@ def test_experiment_builds_and_trains_one_step(name, tmp_path, capsys):
     cfg = compose_config([f"experiment={name}", "logger=none"], tmp_path / "run")
     assert cfg["task_name"] == name, f"{name}.yaml must set task_name: {name}"
     dm = build_datamodule(tiny_data_config(cfg, tmp_path / "data"), seed=0)
-    module = FlowModule(cfg["model"], data_info(dm), cfg.get("optim"), ema_decay=cfg.get("ema_decay"))
+    module = FlowModule(
+        cfg["model"], data_info(dm), cfg.get("optim"), ema_decay=cfg.get("ema_decay")
+    )
     num_params = sum(p.numel() for p in module.model.parameters())
     with capsys.disabled():
         print(f"\n{name}: {num_params:,} parameters")

@@ -17,10 +17,21 @@ def _report():
 def test_table_from_results_and_csv(tmp_path):
     run = tmp_path / "outputs" / "glow_cifar10" / "r1"
     run.mkdir(parents=True)
-    (run / "results.json").write_text(json.dumps({
-        "experiment": "glow_cifar10", "metric": "bpd", "test": 3.5, "exact": False,
-        "steps": 1000, "epochs": 2, "wall_time_s": 120.0, "hardware": "CPU", "date": "2026-01-01",
-    }))
+    (run / "results.json").write_text(
+        json.dumps(
+            {
+                "experiment": "glow_cifar10",
+                "metric": "bpd",
+                "test": 3.5,
+                "exact": False,
+                "steps": 1000,
+                "epochs": 2,
+                "wall_time_s": 120.0,
+                "hardware": "CPU",
+                "date": "2026-01-01",
+            }
+        )
+    )
     csv_dir = tmp_path / "outputs" / "maf_power" / "r2" / "csv"
     csv_dir.mkdir(parents=True)
     (csv_dir / "hparams.yaml").write_text("task_name: maf_power\n")

@@ -106,7 +106,11 @@ def _bsds300(root: Path, num: int, rng: np.random.Generator) -> None:
 
     (root / "BSDS300").mkdir(parents=True, exist_ok=True)
     with h5py.File(root / "BSDS300" / "BSDS300.hdf5", "w") as f:
-        for key, n in (("train", num), ("validation", max(8, num // 4)), ("test", max(8, num // 4))):
+        for key, n in (
+            ("train", num),
+            ("validation", max(8, num // 4)),
+            ("test", max(8, num // 4)),
+        ):
             f.create_dataset(key, data=rng.normal(size=(n, 63)))
 
 

@@ -27,7 +27,9 @@ class SampleFigures(pl.Callback):
         if self.every_n_epochs <= 0 or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.make_figure(pl_module, self.folder / f"samples_epoch{trainer.current_epoch:04d}.png")
+        path = self.make_figure(
+            pl_module, self.folder / f"samples_epoch{trainer.current_epoch:04d}.png"
+        )
         if path is None:
             return
         for logger in trainer.loggers:
@@ -38,8 +40,9 @@ class SampleFigures(pl.Callback):
                 from torchvision.io import decode_png, read_file
 
                 try:
-                    logger.experiment.add_image("samples", decode_png(read_file(str(path))),
-                                                trainer.global_step)
+                    logger.experiment.add_image(
+                        "samples", decode_png(read_file(str(path))), trainer.global_step
+                    )
                 except RuntimeError:  # compiled image ops unavailable
                     pass
 

@@ -55,7 +55,9 @@ class FlowModule(pl.LightningModule):
         self.metric_size = shape[0] if self.kind == "points" else math.prod(shape)
         self.optim_cfg = dict(optim or {})
         self.ema = (
-            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True
+            )
             if ema_decay
             else None
         )
@@ -73,10 +75,22 @@ class FlowModule(pl.LightningModule):
     def _log_metric(self, split: str, log_prob: torch.Tensor, exact: bool) -> torch.Tensor:
         value = self.metric(log_prob, self.metric_size).mean()
         on_step = split == "train"
-        self.log(f"{split}/{self.metric.name}", value, prog_bar=True, on_step=on_step,
-                 on_epoch=True, sync_dist=not on_step, batch_size=log_prob.shape[0])
-        self.log(f"{split}/exact", float(exact), on_step=False, on_epoch=True,
-                 batch_size=log_prob.shape[0])
+        self.log(
+            f"{split}/{self.metric.name}",
+            value,
+            prog_bar=True,
+            on_step=on_step,
+            on_epoch=True,
+            sync_dist=not on_step,
+            batch_size=log_prob.shape[0],
+        )
+        self.log(
+            f"{split}/exact",
+            float(exact),
+            on_step=False,
+            on_epoch=True,
+            batch_size=log_prob.shape[0],
+        )
         return value
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:

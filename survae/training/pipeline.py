@@ -38,7 +38,9 @@ def build_datamodule(cfg: Mapping[str, Any], seed: int) -> pl.LightningDataModul
     """The registered data module named by ``data.name`` with the other ``data`` keys."""
     cfg = dict(cfg)
     if "name" not in cfg:
-        raise ConfigError(f"data.name is missing; valid: {', '.join(registry.available('dataset'))}")
+        raise ConfigError(
+            f"data.name is missing; valid: {', '.join(registry.available('dataset'))}"
+        )
     cls = registry.get("dataset", cfg.pop("name"))
     cfg.setdefault("seed", seed)  # every FlowDataModule takes the run seed (training shuffle)
     check_kwargs(cls, cfg, "data")
@@ -140,7 +142,9 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         default_root_dir=out_dir,
     )
     if logger is not None:
-        logger.log_hyperparams({"num_parameters": num_params, "likelihood": "exact" if module.model.exact else "bound"})
+        logger.log_hyperparams(
+            {"num_parameters": num_params, "likelihood": "exact" if module.model.exact else "bound"}
+        )
 
     started = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
@@ -148,7 +152,11 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or getattr(ckpt_cb, "last_model_path", "")
-    results: dict[str, Any] = {"checkpoint": best, "metric": module.metric.name, "output_dir": out_dir}
+    results: dict[str, Any] = {
+        "checkpoint": best,
+        "metric": module.metric.name,
+        "output_dir": out_dir,
+    }
     if cfg.get("test", True):
         ckpt = best if best and not trainer_kwargs.get("fast_dev_run") else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
@@ -161,7 +169,9 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if trainer.is_global_zero:
-        write_run_record(out_dir, cfg, results, trainer, num_params, fit_seconds, module.model.exact)
+        write_run_record(
+            out_dir, cfg, results, trainer, num_params, fit_seconds, module.model.exact
+        )
     return results
 
 

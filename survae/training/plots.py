@@ -67,8 +67,9 @@ def density_2d(
     axes[0, 0].set_title("density")
     if samples is not None:
         s = samples.cpu()
-        axes[0, 1].hist2d(s[:, 0].numpy(), s[:, 1].numpy(), bins=100,
-                          range=[[-bounds, bounds], [-bounds, bounds]])
+        axes[0, 1].hist2d(
+            s[:, 0].numpy(), s[:, 1].numpy(), bins=100, range=[[-bounds, bounds], [-bounds, bounds]]
+        )
         axes[0, 1].set_title("samples")
     for ax in axes.flat:
         ax.set_axis_off()

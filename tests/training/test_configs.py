@@ -32,7 +32,9 @@ def test_every_data_config_names_a_registered_dataset():
     valid = set(registry.available("dataset"))
     for option in _options("data"):
         text = (CONFIGS / "data" / f"{option}.yaml").read_text()
-        name = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("name:"))
+        name = next(
+            ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("name:")
+        )
         assert name in valid, f"configs/data/{option}.yaml names unknown dataset {name!r}"
 
 

@@ -6,8 +6,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
 from survae.training import train
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -18,7 +16,6 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
 
 
 def test_eval_loglik_on_exact_toy_model(make_config, tmp_path):
@@ -33,8 +30,13 @@ def test_eval_loglik_on_exact_toy_model(make_config, tmp_path):
 DIGITS_FLOW = {
     "layers": [
         {"name": "uniform_dequantization"},  # num_bins (17 for digits) comes from the data
-        {"name": "affine_coupling", "num_channels": 1, "mask": "checkerboard",
-         "net": {"name": "conv_net", "hidden_channels": 8}, "scale_fn": "tanh_exp"},
+        {
+            "name": "affine_coupling",
+            "num_channels": 1,
+            "mask": "checkerboard",
+            "net": {"name": "conv_net", "hidden_channels": 8},
+            "scale_fn": "tanh_exp",
+        },
     ],
     "base": {"name": "standard_normal"},
 }
@@ -44,8 +46,10 @@ def _digits_results(make_config):
     cfg = make_config("trainer.max_epochs=1", "+trainer.limit_train_batches=5", tiny=False)
     cfg["data"] = {"name": "digits", "batch_size": 64}
     cfg["logger"] = {"type": "none"}
-    cfg["callbacks"] = {"rich_progress_bar": False, "samples": {"every_n_epochs": 1,
-                                                                "num_samples": 16}}
+    cfg["callbacks"] = {
+        "rich_progress_bar": False,
+        "samples": {"every_n_epochs": 1, "num_samples": 16},
+    }
     cfg["model"] = DIGITS_FLOW
     return train(cfg)
 

@@ -38,8 +38,9 @@ def test_bad_optimiser_names_the_valid_ones():
     with pytest.raises(ConfigError, match="adam, adamax, adamw"):
         build_optimizer([torch.nn.Parameter(torch.zeros(1))], {"name": "sgd"})
     with pytest.raises(ConfigError, match="decay_every"):
-        build_scheduler(torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]),
-                        {"decay_every": "week"}, 1)
+        build_scheduler(
+            torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]), {"decay_every": "week"}, 1
+        )
 
 
 def test_wandb_mode_is_offline_without_credentials(monkeypatch, tmp_path):
@@ -61,7 +62,8 @@ def test_unknown_logger_lists_choices(tmp_path):
 def test_wandb_logger_writes_an_offline_run(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     logger = loggers.build_logger(
-        {"type": "wandb", "project": "survae-test", "tags": ["t"]}, str(tmp_path),
+        {"type": "wandb", "project": "survae-test", "tags": ["t"]},
+        str(tmp_path),
         run_config={"seed": 3},
     )
     logger.log_metrics({"train/nll": 1.5}, step=1)

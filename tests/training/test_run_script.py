@@ -15,7 +15,11 @@ def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Completed
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -31,11 +31,15 @@ def test_training_lowers_the_loss(make_config):
     cfg = make_config(
         "data=eight_gaussians", "trainer.max_epochs=3", "data.train_size=4096", "test=false"
     )
-    before = train({**cfg, "trainer": {**cfg["trainer"], "max_epochs": 1, "limit_train_batches": 1}})
+    before = train(
+        {**cfg, "trainer": {**cfg["trainer"], "max_epochs": 1, "limit_train_batches": 1}}
+    )
     after = train(cfg)
     ck_before = torch.load(before["checkpoint"], weights_only=False)
     ck_after = torch.load(after["checkpoint"], weights_only=False)
-    first = ck_before["callbacks"][next(k for k in ck_before["callbacks"] if "ModelCheckpoint" in k)]
+    first = ck_before["callbacks"][
+        next(k for k in ck_before["callbacks"] if "ModelCheckpoint" in k)
+    ]
     last = ck_after["callbacks"][next(k for k in ck_after["callbacks"] if "ModelCheckpoint" in k)]
     assert float(last["best_model_score"]) < float(first["best_model_score"]) - 0.3
 
@@ -65,13 +69,14 @@ def test_resume_continues_exactly(make_config, tmp_path):
 
 
 def test_nonfinite_loss_stops_with_step_and_layer_after_checkpoint(make_config, tmp_path):
-    from survae.training.pipeline import build_datamodule, data_info
     from survae.training.module import FlowModule
+    from survae.training.pipeline import build_datamodule, data_info
 
     cfg = make_config()
     dm = build_datamodule(cfg["data"], seed=0)
-    module = FlowModule(cfg["model"], data_info(dm), cfg["optim"],
-                        nonfinite_checkpoint_dir=str(tmp_path / "ckpts"))
+    module = FlowModule(
+        cfg["model"], data_info(dm), cfg["optim"], nonfinite_checkpoint_dir=str(tmp_path / "ckpts")
+    )
     coupling = module.model.transforms[5]
     original = coupling.forward
     calls = {"n": 0}
@@ -82,8 +87,13 @@ def test_nonfinite_loss_stops_with_step_and_layer_after_checkpoint(make_config, 
         return (z, ldj * float("nan")) if calls["n"] >= 4 else (z, ldj)
 
     coupling.forward = poisoned
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
     with pytest.raises(NonFiniteLossError) as info:
         trainer.fit(module, datamodule=dm)
     msg = str(info.value)

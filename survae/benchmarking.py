@@ -1,0 +1,720 @@
+"""Speed and memory benchmark of the paper workloads, built exactly as their experiment configs.
+
+For each named workload (an experiment config, ``configs/experiment/NAME.yaml``) the Hydra
+config is composed as ``run.py`` composes it, the model is built through
+:class:`~survae.training.module.FlowModule` with the data module's ``data_info``, and the
+optimiser and learning-rate schedule are built as the config says. On one fixed synthetic batch
+(seed 0) it then measures, after untimed warm-up steps:
+
+* a **training step** — ``zero_grad`` → ``FlowModule.training_step`` (the module's metric:
+  bits/dim for images, −PPLL for point sets, nats for toy data, including its finite-loss
+  check) → ``backward`` → gradient clipping when ``trainer.gradient_clip_val`` is set →
+  optimiser step → scheduler step → EMA update when ``ema_decay`` is set;
+* an **evaluation batch** — ``log_prob`` of the evaluation weights under ``no_grad`` in eval
+  mode, then the metric (as ``FlowModule.validation_step``);
+* a **sampled batch** — ``FlowModule.sample(batch)``;
+
+plus the peak memory (CUDA ``max_memory_allocated`` on a GPU, the process's peak resident set
+size on the CPU) and the untrained metric value on the batch as a sanity check. Timings use
+``time.perf_counter`` and synchronise CUDA before every clock reading.
+
+Synthetic data (no files): images are uniform random ``uint8``; point sets uniform random
+points in ``[0, 28)²`` (SpatialMNIST's square); toy data the registered toy data module's own
+samples; tabular data standard normal (the UCI sets are standardised).
+
+Since the resident-set peak belongs to a process, every (workload, speed variant) runs in its
+own subprocess unless ``--in-process`` is given. Speed features (:mod:`survae.speed`) are
+measured against themselves switched off in the same run; ``--ablate`` measures each one alone
+and all together and reports the ratios ``baseline_ms / variant_ms``.
+
+    python scripts/benchmark.py --workloads abs_flow_eight_gaussians,glow_cifar10 \\
+        --device cpu --steps 10 --warmup 3 --json bench.json --markdown bench.md [--ablate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: the workloads of the papers, each run with its paper's batch size by default
+PAPER_WORKLOADS: tuple[str, ...] = (
+    "abs_flow_eight_gaussians",
+    "plain_flow_eight_gaussians",
+    "maxpool_flow_cifar10",
+    "slice_flow_cifar10",
+    "permute_flow_spatial_mnist",
+    "sort_flow_spatial_mnist",
+    "glow_cifar10",
+    "flowpp_cifar10",
+)
+
+#: speed features: variant name → the :func:`survae.speed.apply_speed_options` keys it sets
+FEATURES: dict[str, dict[str, bool]] = {
+    "compile": {"compile": True},
+    "bf16": {"bf16_couplings": True},
+    "channels_last": {"channels_last": True},
+    "memory_saving": {"memory_saving": True},
+}
+#: features that only change anything for image (4-D) models; skipped by ``--ablate`` elsewhere
+IMAGE_ONLY_FEATURES = frozenset({"channels_last"})
+#: the boolean speed switches, all off in the baseline
+_SWITCHES = ("compile", "bf16_couplings", "channels_last", "memory_saving")
+
+#: the configs of a source checkout (``survae/`` next to ``configs/``)
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+#: point sets are drawn uniformly from this square (SpatialMNIST: 28 × 28 pixels)
+POINT_RANGE = 28.0
+
+#: the LR schedule's epoch length; any value gives the same per-step cost
+NOMINAL_STEPS_PER_EPOCH = 1000
+
+LOSS_UNITS = {"bpd": "bits/dim", "ppll": "PPLL (nats/point)", "nll": "nats"}
+
+
+# --------------------------------------------------------------------------- config and data
+def compose_experiment(
+    name: str, overrides: Sequence[str] = (), config_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """The resolved config of ``experiment=NAME`` (plus Hydra ``overrides``) as a plain dict,
+    composed as ``run.py`` composes it (the Hydra run directory is a temporary folder)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    config_dir = Path(config_dir or CONFIG_DIR).resolve()
+    if not (config_dir / "experiment" / f"{name}.yaml").is_file():
+        known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
+        raise ValueError(f"unknown workload {name!r}: no experiment config; valid: {known}")
+    out_dir = tempfile.mkdtemp(prefix="survae-bench-")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[f"experiment={name}", "logger=none", *overrides],
+                return_hydra_config=True,
+            )
+            with open_dict(cfg):
+                cfg.hydra.runtime.output_dir = out_dir
+                cfg.hydra.job.num = 0
+            HydraConfig.instance().set_config(cfg)
+            cfg.paths.output_dir = out_dir
+            container = OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        GlobalHydra.instance().clear()
+    container.pop("hydra", None)
+    return container
+
+
+def data_kind(cfg: Mapping[str, Any]) -> str:
+    """The data kind (``image``, ``points``, ``tabular``, ``toy``) of a composed config."""
+    import survae  # noqa: F401  (registers the data modules)
+    from survae import registry
+
+    return registry.get("dataset", cfg["data"]["name"]).kind
+
+
+def _datamodule(cfg: Mapping[str, Any], batch: int, seed: int):
+    """The config's data module with the benchmark batch size (toy splits shrunk to one batch:
+    their samples are generated, not read)."""
+    import inspect
+
+    from survae import registry
+    from survae.training.pipeline import build_datamodule
+
+    data = dict(cfg["data"])
+    data["batch_size"] = batch
+    data["num_workers"] = 0
+    data["pin_memory"] = False
+    params: set[str] = set()
+    for klass in registry.get("dataset", data["name"]).__mro__:
+        if "__init__" in vars(klass):
+            params |= set(inspect.signature(klass.__init__).parameters)
+    for key, value in (("train_size", batch), ("val_size", 1), ("test_size", 1)):
+        if key in params:
+            data[key] = value
+    return build_datamodule(data, seed)
+
+
+def synthetic_batch(dm: Any, batch: int, seed: int = 0) -> torch.Tensor:
+    """One fixed batch of the data module's dtype and shape (see the module docstring)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, *dm.shape)
+    if dm.kind == "image":
+        levels = int(dm.num_bins or 256)
+        return torch.randint(0, levels, shape, generator=gen, dtype=torch.int64).to(torch.uint8)
+    if dm.kind == "points":
+        x = torch.rand(shape, generator=gen) * POINT_RANGE
+        return x.clamp_max(math.nextafter(POINT_RANGE, 0.0))
+    if dm.kind == "toy":
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))[:batch].float()
+    return torch.randn(shape, generator=gen)
+
+
+# --------------------------------------------------------------------------- measurement
+def _sync(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _timed(fn: Callable[[int], Any], count: int, sync: Callable[[], None]) -> list[float]:
+    """Seconds per call of ``fn(i)`` for ``count`` calls, synchronised before each reading."""
+    times = []
+    for i in range(count):
+        sync()
+        start = time.perf_counter()
+        fn(i)
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (``getrusage``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_threads() -> int:
+    """All cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def variant_speed(cfg: Mapping[str, Any], features: Sequence[str]) -> dict[str, Any]:
+    """The speed options of a variant: the config's own (modes, anchors) with every switch off,
+    then the named ``features`` on."""
+    from survae.speed import SPEED_DEFAULTS
+
+    speed = {**SPEED_DEFAULTS, **dict(cfg.get("speed") or {})}
+    for key in _SWITCHES:
+        speed[key] = False
+    for name in features:
+        speed.update(FEATURES[name])
+    return speed
+
+
+def measure(
+    workload: str,
+    features: Sequence[str] = (),
+    *,
+    device: str = "cpu",
+    steps: int = 10,
+    warmup: int = 3,
+    batch: int | None = None,
+    threads: int | None = None,
+    overrides: Sequence[str] = (),
+    speed_extra: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    config_dir: str | Path | None = None,
+    isolated: bool = False,
+) -> dict[str, Any]:
+    """Measure one workload with the speed ``features`` on (the others off) in this process.
+
+    ``speed_extra`` sets further speed options (``compile_mode``,
+    ``memory_saving_anchor_every``). ``isolated`` records that this process runs nothing else
+    (its peak RSS is this workload's). Returns the result mapping (see :func:`main`).
+    """
+    import survae  # noqa: F401  (torchvision shim, registrations)
+    from survae.training.module import FlowModule
+    from survae.training.optim import build_optimizer, build_scheduler
+    from survae.training.pipeline import data_info
+
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps} and {warmup}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available")
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    sync = _sync(dev)
+    torch._dynamo.reset()
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    started = time.perf_counter()
+    cfg = compose_experiment(workload, overrides, config_dir)
+    batch = int(batch or cfg["data"]["batch_size"])
+    dm = _datamodule(cfg, batch, seed)
+    info = data_info(dm)
+    speed = variant_speed(cfg, features)
+    speed.update(speed_extra or {})
+    torch.manual_seed(seed)
+    module = FlowModule(
+        cfg["model"],
+        info,
+        cfg.get("optim"),
+        ema_decay=cfg.get("ema_decay"),
+        check_finite=bool(cfg.get("check_finite", True)),
+        speed=speed,
+    ).to(dev)
+    x = synthetic_batch(dm, batch, seed).to(dev)
+    optim_cfg = dict(cfg.get("optim") or {})
+    optimizer = build_optimizer(module.model.parameters(), optim_cfg)
+    scheduler = build_scheduler(optimizer, optim_cfg, NOMINAL_STEPS_PER_EPOCH)
+    trainer_cfg = dict(cfg.get("trainer") or {})
+    clip_val = trainer_cfg.get("gradient_clip_val")
+    clip_algo = trainer_cfg.get("gradient_clip_algorithm") or "norm"
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    sync()
+    build_s = time.perf_counter() - started
+
+    # Untrained metric on the fixed batch (train mode: data-dependent initialisation happens
+    # here, as in the first training step).
+    torch.manual_seed(seed)
+    module.train()
+    with torch.no_grad():
+        value = module.metric(module.model.log_prob(x), module.metric_size).mean()
+    loss_value = float(value)
+
+    def train_step(i: int) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = module.training_step(x, i)
+        loss.backward()
+        if clip_val:
+            if clip_algo == "value":
+                torch.nn.utils.clip_grad_value_(params, float(clip_val))
+            else:
+                torch.nn.utils.clip_grad_norm_(params, float(clip_val))
+        optimizer.step()
+        scheduler.step()
+        module.on_train_batch_end(None, x, i)
+
+    def eval_step(i: int) -> None:
+        with torch.no_grad():
+            model = module.eval_model
+            module.metric(model.log_prob(x), module.metric_size).mean()
+
+    def sample_step(i: int) -> None:
+        module.sample(batch)
+
+    compiled = bool(speed["compile"])
+    train_warmup = max(warmup, 1) if compiled else warmup  # compilation is never timed
+    with warnings.catch_warnings():
+        # training_step logs through self.log, which has no trainer to log to here
+        warnings.filterwarnings("ignore", message=r".*self\.log\(\).*")
+        module.train()
+        first = _timed(train_step, min(train_warmup, 1), sync)
+        _timed(train_step, train_warmup - len(first), sync)
+        train = _timed(train_step, steps, sync)
+    module.eval()
+    _timed(eval_step, warmup, sync)
+    evals = _timed(eval_step, steps, sync)
+    _timed(sample_step, warmup, sync)
+    samples = _timed(sample_step, steps, sync)
+    sync()
+
+    train_median = statistics.median(train)
+    first_s = first[0] if first else None
+    result: dict[str, Any] = {
+        "workload": workload,
+        "params": sum(p.numel() for p in module.model.parameters()),
+        "batch": batch,
+        "train_ms_median": 1e3 * train_median,
+        "train_ms_min": 1e3 * min(train),
+        "eval_ms_median": 1e3 * statistics.median(evals),
+        "eval_ms_min": 1e3 * min(evals),
+        "sample_ms": 1e3 * statistics.median(samples),
+        "sample_ms_min": 1e3 * min(samples),
+        "peak_mem_mb": (
+            torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
+        ),
+        "peak_mem_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else "peak_rss",
+        "peak_rss_mb": peak_rss_mb(),
+        "isolated": bool(isolated),
+        "loss_value": loss_value,
+        "loss_unit": LOSS_UNITS.get(module.metric.name, module.metric.name),
+        "loss_metric": module.metric.name,
+        "exact": bool(module.model.exact),
+        "data_kind": info["kind"],
+        "data_shape": list(info["shape"]),
+        "device": dev.type,
+        "device_name": _device_name(dev),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "speed_options": speed,
+        "features": list(features),
+        "steps": steps,
+        "warmup": train_warmup,
+        "build_s": build_s,
+        "first_train_step_s": first_s,
+        "compile_s": max(0.0, first_s - train_median) if compiled and first_s else None,
+        "step_includes": {
+            "grad_clip": float(clip_val) if clip_val else None,
+            "ema": module.ema is not None,
+            "check_finite": bool(module.check_finite),
+            "scheduler": True,
+        },
+    }
+    return result  # the model is freed with this frame (collected by the next measure())
+
+
+# --------------------------------------------------------------------------- orchestration
+def plan_variants(
+    kind: str, selected: Sequence[str], ablate: bool, baseline: bool = True
+) -> list[tuple[str, tuple[str, ...]]]:
+    """``(variant name, features)`` to run for one workload.
+
+    Without ``ablate``: the baseline (unless ``baseline`` is False) and, when features are
+    selected, one variant with all of them on. With ``ablate``: the baseline, each applicable
+    feature alone (``selected``, or every feature when none is) and, with more than one, all of
+    them together (``"all"``). Image-only features are skipped for other data kinds.
+    """
+    if ablate:
+        names = [
+            f for f in (selected or FEATURES) if kind == "image" or f not in IMAGE_ONLY_FEATURES
+        ]
+        plan: list[tuple[str, tuple[str, ...]]] = [("baseline", ())]
+        plan += [(f, (f,)) for f in names]
+        if len(names) > 1:
+            plan.append(("all", tuple(names)))
+        return plan
+    plan = [("baseline", ())] if baseline or not selected else []
+    if selected:
+        plan.append(("+".join(selected), tuple(selected)))
+    return plan
+
+
+def ratios(base: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, float | None]:
+    """``baseline / variant`` for the median timings and the peak memory (> 1: faster or
+    smaller with the variant)."""
+
+    def ratio(key: str) -> float | None:
+        a, b = base.get(key), other.get(key)
+        if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b <= 0:
+            return None
+        return a / b
+
+    return {
+        "train": ratio("train_ms_median"),
+        "eval": ratio("eval_ms_median"),
+        "sample": ratio("sample_ms"),
+        "peak_mem": ratio("peak_mem_mb"),
+    }
+
+
+def _run_child(spec: Mapping[str, Any], timeout: float | None) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process (its own peak RSS and CUDA context)."""
+    with tempfile.TemporaryDirectory(prefix="survae-bench-") as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "survae.benchmarking",
+            "--child-spec",
+            json.dumps(spec),
+            "--json",
+            str(out),
+        ]
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        try:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout} s"}
+        if proc.returncode != 0 or not out.is_file():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            return {"error": f"subprocess exited with {proc.returncode}:\n{tail}"}
+        return json.loads(out.read_text())
+
+
+def run_workload(
+    workload: str,
+    plan: Sequence[tuple[str, tuple[str, ...]]],
+    common: Mapping[str, Any],
+    in_process: bool,
+    timeout: float | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, dict[str, Any]]:
+    """Run every variant of ``plan``; returns ``{variant: result or {"error": ...}}``."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, features in plan:
+        log(f"[benchmark] {workload} / {name} ...")
+        spec = {"workload": workload, "features": list(features), **common}
+        if in_process:
+            try:
+                results[name] = measure(**spec, isolated=False)
+            except Exception as exc:  # keep going: report the failure in the results
+                log(traceback.format_exc())
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            results[name] = _run_child(spec, timeout)
+        r = results[name]
+        if "error" in r:
+            log(f"[benchmark] {workload} / {name}: FAILED: {r['error']}")
+        else:
+            log(
+                f"[benchmark] {workload} / {name}: train {r['train_ms_median']:.1f} ms, "
+                f"eval {r['eval_ms_median']:.1f} ms, sample {r['sample_ms']:.1f} ms, "
+                f"peak {r['peak_mem_mb']:.0f} MB, loss {r['loss_value']:.3f} {r['loss_unit']}"
+            )
+    return results
+
+
+def combine(results: Mapping[str, Mapping[str, Any]], primary: str) -> dict[str, Any]:
+    """One workload's JSON entry: the ``primary`` variant's fields at the top level, and with
+    more than one variant, ``variants`` (every variant's result) and ``ratios`` (baseline over
+    each other variant)."""
+    entry = dict(results[primary])
+    if len(results) > 1:
+        entry["variants"] = {k: dict(v) for k, v in results.items()}
+        base = results.get("baseline")
+        if base is not None and "error" not in base:
+            entry["ratios"] = {k: ratios(base, v) for k, v in results.items() if k != "baseline"}
+    return entry
+
+
+# --------------------------------------------------------------------------- markdown
+def _fmt_ms(v: Any) -> str:
+    if not isinstance(v, (int, float)):
+        return "–"
+    return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+
+
+def _fmt_ratio(v: Any) -> str:
+    return f"{v:.2f}×" if isinstance(v, (int, float)) else "–"
+
+
+def markdown(report: Mapping[str, Mapping[str, Any]]) -> str:
+    """The results as markdown: one row per workload and, where several variants ran, a table
+    of every variant with its ratios to the baseline."""
+    lines = [
+        "| workload | batch | params | train ms (median) | train ms (min) | eval ms | sample ms "
+        "| peak MB | untrained loss | device | speed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report.items():
+        if "error" in r:
+            lines.append(f"| `{name}` | | | failed: {r['error'].splitlines()[0]} | | | | | | | |")
+            continue
+        on = [k for k in _SWITCHES if r["speed_options"].get(k)]
+        lines.append(
+            f"| `{name}` | {r['batch']} | {r['params']:,} | {_fmt_ms(r['train_ms_median'])} "
+            f"| {_fmt_ms(r['train_ms_min'])} | {_fmt_ms(r['eval_ms_median'])} "
+            f"| {_fmt_ms(r['sample_ms'])} | {r['peak_mem_mb']:,.0f} "
+            f"| {r['loss_value']:.3f} {r['loss_unit']} | {r['device']} "
+            f"| {', '.join(on) or 'baseline'} |"
+        )
+    ablated = {k: v for k, v in report.items() if "variants" in v}
+    if ablated:
+        lines += [
+            "",
+            "Ratios are baseline / variant (> 1: faster, or less memory, with the variant).",
+            "",
+            "| workload | variant | train ms | × train | eval ms | × eval | sample ms | × sample "
+            "| peak MB | × memory | untrained loss | compile s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, entry in ablated.items():
+            rat = entry.get("ratios", {})
+            for variant, r in entry["variants"].items():
+                if "error" in r:
+                    msg = r["error"].splitlines()[0]
+                    lines.append(f"| `{name}` | {variant} | failed: {msg} |" + " |" * 9)
+                    continue
+                q = rat.get(variant, {})
+                comp = r.get("compile_s")
+                lines.append(
+                    f"| `{name}` | {variant} | {_fmt_ms(r['train_ms_median'])} "
+                    f"| {_fmt_ratio(q.get('train'))} | {_fmt_ms(r['eval_ms_median'])} "
+                    f"| {_fmt_ratio(q.get('eval'))} | {_fmt_ms(r['sample_ms'])} "
+                    f"| {_fmt_ratio(q.get('sample'))} | {r['peak_mem_mb']:,.0f} "
+                    f"| {_fmt_ratio(q.get('peak_mem'))} | {r['loss_value']:.3f} "
+                    f"| {'–' if comp is None else f'{comp:.1f}'} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmark.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--workloads",
+        default="paper",
+        help="comma-separated experiment names; 'paper' = the paper workloads "
+        f"({', '.join(PAPER_WORKLOADS)})",
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed warm-up steps (>= 1 with compile)"
+    )
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--markdown", default=None, help="write the results as markdown tables here")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="speed.compile_mode (default, reduce-overhead, max-autotune, ...)",
+    )
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of coupling networks")
+    p.add_argument("--channels-last", action="store_true", help="channels-last image models")
+    p.add_argument(
+        "--memory-saving", action="store_true", help="reconstruct activations in backward"
+    )
+    p.add_argument("--memory-saving-anchor-every", type=int, default=None)
+    p.add_argument(
+        "--ablate",
+        action="store_true",
+        help="per workload: baseline, each feature alone (the flags given, or all), all on",
+    )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="with feature flags (no --ablate): measure only the flagged configuration",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run everything in this process (peak RSS then covers all earlier workloads)",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override for every workload (repeatable)",
+    )
+    p.add_argument("--config-dir", default=None, help="Hydra config folder (default: configs/)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per subprocess")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--child-spec", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _selected_features(args: argparse.Namespace) -> list[str]:
+    flags = {
+        "compile": args.compile,
+        "bf16": args.bf16,
+        "channels_last": args.channels_last,
+        "memory_saving": args.memory_saving,
+    }
+    return [name for name in FEATURES if flags[name]]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark from command-line arguments and return the JSON report
+    ``{workload: {params, batch, train_ms_median, train_ms_min, eval_ms_median, sample_ms,
+    peak_mem_mb, loss_value, loss_unit, device, torch_version, speed_options, ...}}``, with
+    ``variants`` and ``ratios`` for workloads measured in more than one configuration."""
+    args = _parser().parse_args(argv)
+    if args.child_spec is not None:  # one measurement in a subprocess
+        result = measure(**json.loads(args.child_spec), isolated=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        return result
+
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    names = []
+    for item in args.workloads.split(","):
+        item = item.strip()
+        if item == "paper":
+            names += list(PAPER_WORKLOADS)
+        elif item:
+            names.append(item)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    selected = _selected_features(args)
+    speed_extra: dict[str, Any] = {}
+    if args.compile_mode is not None:
+        speed_extra["compile_mode"] = args.compile_mode
+    if args.memory_saving_anchor_every is not None:
+        speed_extra["memory_saving_anchor_every"] = args.memory_saving_anchor_every
+    common = {
+        "device": device,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch": args.batch,
+        "threads": args.threads or default_threads(),
+        "overrides": list(args.override),
+        "speed_extra": speed_extra,
+        "seed": args.seed,
+        "config_dir": args.config_dir,
+    }
+    report: dict[str, Any] = {}
+    for name in names:
+        try:
+            kind = data_kind(compose_experiment(name, args.override, args.config_dir))
+        except Exception as exc:
+            log(f"[benchmark] {name}: config does not compose: {type(exc).__name__}: {exc}")
+            report[name] = {"error": f"config does not compose: {type(exc).__name__}: {exc}"}
+            continue
+        plan = plan_variants(kind, selected, args.ablate, baseline=not args.no_baseline)
+        results = run_workload(name, plan, common, args.in_process, args.timeout, log)
+        primary = "baseline" if args.ablate else plan[-1][0]
+        report[name] = combine(results, primary)
+        if args.json:  # written after every workload: a long run keeps what it has measured
+            Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    if not args.quiet:
+        print(table)
+    return report
+
+
+def failed(report: Mapping[str, Any]) -> list[str]:
+    """Names of the workloads of ``report`` with a failed measurement (in any variant)."""
+    return [
+        name
+        for name, entry in report.items()
+        if "error" in entry or any("error" in r for r in (entry.get("variants") or {}).values())
+    ]
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: 0 when every measurement succeeded, 1 otherwise."""
+    report = main(argv)
+    if "workload" in report:  # a subprocess's single measurement
+        return 0
+    return 1 if failed(report) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
