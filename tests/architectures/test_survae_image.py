@@ -128,6 +128,7 @@ def _compose(overrides: list[str]) -> dict:
                 "_optim": OmegaConf.to_container(cfg.optim, resolve=True),
                 "_trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
                 "_test_iw_samples": cfg.test_iw_samples,
+                "_test_iw_chunk": cfg.test_iw_chunk,
             }
     finally:
         GlobalHydra.instance().clear()
@@ -154,7 +155,7 @@ def test_experiment_configs(pooling, data, scales, steps, epochs, decay):
     assert optim["name"] == "adamax" and optim["lr"] == 1e-3 and optim["warmup_steps"] == 5000
     assert optim["decay"] == decay and optim["decay_every"] == "epoch"
     assert cfg["_trainer"]["max_epochs"] == epochs
-    assert cfg["_test_iw_samples"] == 1000
+    assert cfg["_test_iw_samples"] == 1000 and cfg["_test_iw_chunk"] == 10
     # the remaining model values are the paper's (checked once, with the parameter count, above)
     assert cfg["dequant_steps"] == 4 and cfg["dequant_context"] == 32
     assert (cfg["densenet_channels"], cfg["densenet_depth"], cfg["densenet_growth"]) == (64, 10, 64)
