@@ -142,6 +142,19 @@ class FlowModule(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
 
+    def on_train_start(self) -> None:
+        """``optim.reset_lr_on_resume``: a resumed run continues with the config's learning rate
+        and schedule instead of the checkpoint's (e.g. SurVAE's 50-epoch cooldown at 2e-5),
+        keeping the weights, the optimiser moments and the step count."""
+        if not (self.optim_cfg.get("reset_lr_on_resume") and self.trainer.ckpt_path):
+            return
+        lr = float(self.optim_cfg.get("lr", 1e-3))
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler.base_lrs = [lr] * len(config.scheduler.base_lrs)
+
     def _steps_per_epoch(self) -> int:
         trainer = self.trainer
         if trainer is None:

@@ -129,3 +129,19 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch
     monkeypatch.undo()
     assert torch.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_resume_with_reset_lr_uses_the_new_learning_rate(make_config, tmp_path):
+    first = make_config("trainer.max_epochs=1", "test=false", "optim.warmup_steps=100",
+                        out=tmp_path / "a")  # fmt: skip
+    train(first)
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    cooldown = make_config(
+        "trainer.max_epochs=2", "test=false", f"ckpt_path={last}", "optim.lr=2e-5",
+        "optim.warmup_steps=0", "optim.reset_lr_on_resume=true", out=tmp_path / "b",
+    )  # fmt: skip
+    train(cooldown)
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
+    lrs = [g["lr"] for g in state["optimizer_states"][0]["param_groups"]]
+    assert lrs == [pytest.approx(2e-5)]
+    assert state["global_step"] == 8  # 4 steps per epoch (512 points, batch 128), 2 epochs
