@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # On machines without an NVIDIA driver, pin the CPU build of torch (see constraints-cpu.txt).
+TEST_WORKERS ?= 2
 CONSTRAINTS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 
 .PHONY: install run test test-full lint format benchmark clean
@@ -19,10 +20,10 @@ run: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) run.py $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -m "not slow and not gpu" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not gpu" $(ARGS)
 
 test-full: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check survae tests scripts run.py
@@ -34,3 +35,6 @@ format: install
 
 clean:
 	rm -rf $(VENV) outputs multirun logs .pytest_cache
+
+benchmark: install
+	$(PY) scripts/benchmark.py $(ARGS)

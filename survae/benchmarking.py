@@ -15,8 +15,12 @@ optimiser and learning-rate schedule are built as the config says. On one fixed 
 * a **sampled batch** — ``FlowModule.sample(batch)``;
 
 plus the peak memory (CUDA ``max_memory_allocated`` on a GPU, the process's peak resident set
-size on the CPU) and the untrained metric value on the batch as a sanity check. Timings use
-``time.perf_counter`` and synchronise CUDA before every clock reading.
+size on the CPU) and, as a sanity check, the untrained model's metric on the batch
+(``loss_value``: bits/dim, PPLL or nats, in the metric's own sign) in eval mode, i.e. before any
+data-dependent initialisation such as actnorm's — the reference protocol — and after it
+(``loss_value_initialised``, train mode). Timings use ``time.perf_counter`` and synchronise
+CUDA before every clock reading; warm-up steps (and with them any compilation, reported as
+``compile_s``) are not timed.
 
 Synthetic data (no files): images are uniform random ``uint8``; point sets uniform random
 points in ``[0, 28)²`` (SpatialMNIST's square); toy data the registered toy data module's own
@@ -86,6 +90,9 @@ POINT_RANGE = 28.0
 #: the LR schedule's epoch length; any value gives the same per-step cost
 NOMINAL_STEPS_PER_EPOCH = 1000
 
+#: warm-up training steps when compiling (first compilation, then recompilations)
+MIN_COMPILE_WARMUP = 2
+
 LOSS_UNITS = {"bpd": "bits/dim", "ppll": "PPLL (nats/point)", "nll": "nats"}
 
 
@@ -94,7 +101,7 @@ def compose_experiment(
     name: str, overrides: Sequence[str] = (), config_dir: str | Path | None = None
 ) -> dict[str, Any]:
     """The resolved config of ``experiment=NAME`` (plus Hydra ``overrides``) as a plain dict,
-    composed as ``run.py`` composes it (the Hydra run directory is a temporary folder)."""
+    composed as ``run.py`` composes it (nothing is written: no run directory is created)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -104,7 +111,7 @@ def compose_experiment(
     if not (config_dir / "experiment" / f"{name}.yaml").is_file():
         known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
         raise ValueError(f"unknown workload {name!r}: no experiment config; valid: {known}")
-    out_dir = tempfile.mkdtemp(prefix="survae-bench-")
+    out_dir = os.path.join(tempfile.gettempdir(), "survae-benchmark")  # a name only: unused
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
@@ -176,6 +183,13 @@ def _sync(device: torch.device) -> Callable[[], None]:
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
+
+
+def _compiled_graphs() -> int:
+    """Graphs ``torch.compile`` has compiled so far in this process."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _timed(fn: Callable[[int], Any], count: int, sync: Callable[[], None]) -> list[float]:
@@ -264,7 +278,6 @@ def measure(
     if threads is not None:
         torch.set_num_threads(int(threads))
     sync = _sync(dev)
-    torch._dynamo.reset()
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
@@ -277,6 +290,8 @@ def measure(
     info = data_info(dm)
     speed = variant_speed(cfg, features)
     speed.update(speed_extra or {})
+    if speed["compile"]:
+        torch._dynamo.reset()  # no caches or recompilation limits carried over
     torch.manual_seed(seed)
     module = FlowModule(
         cfg["model"],
@@ -297,13 +312,16 @@ def measure(
     sync()
     build_s = time.perf_counter() - started
 
-    # Untrained metric on the fixed batch (train mode: data-dependent initialisation happens
-    # here, as in the first training step).
-    torch.manual_seed(seed)
-    module.train()
-    with torch.no_grad():
-        value = module.metric(module.model.log_prob(x), module.metric_size).mean()
-    loss_value = float(value)
+    # Untrained metric on the fixed batch, as the reference protocol: eval mode, so layers with
+    # data-dependent initialisation (actnorm) are still at their constructed values. Then in
+    # train mode, which runs that initialisation on this batch as the first training step would.
+    loss_values = []
+    for train_mode in (False, True):
+        torch.manual_seed(seed)
+        module.train(train_mode)
+        with torch.no_grad():
+            value = module.metric(module.model.log_prob(x), module.metric_size).mean()
+        loss_values.append(float(value))
 
     def train_step(i: int) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -327,14 +345,17 @@ def measure(
         module.sample(batch)
 
     compiled = bool(speed["compile"])
-    train_warmup = max(warmup, 1) if compiled else warmup  # compilation is never timed
+    # compilation is never timed: with compile, at least two warm-up steps (the second
+    # recompiles where the first call flipped state, e.g. a one-time initialisation)
+    train_warmup = max(warmup, MIN_COMPILE_WARMUP) if compiled else warmup
     with warnings.catch_warnings():
         # training_step logs through self.log, which has no trainer to log to here
         warnings.filterwarnings("ignore", message=r".*self\.log\(\).*")
         module.train()
-        first = _timed(train_step, min(train_warmup, 1), sync)
-        _timed(train_step, train_warmup - len(first), sync)
+        warm = _timed(train_step, train_warmup, sync)
+        graphs_before = _compiled_graphs()
         train = _timed(train_step, steps, sync)
+        recompiled = _compiled_graphs() - graphs_before
     module.eval()
     _timed(eval_step, warmup, sync)
     evals = _timed(eval_step, steps, sync)
@@ -343,7 +364,6 @@ def measure(
     sync()
 
     train_median = statistics.median(train)
-    first_s = first[0] if first else None
     result: dict[str, Any] = {
         "workload": workload,
         "params": sum(p.numel() for p in module.model.parameters()),
@@ -360,7 +380,8 @@ def measure(
         "peak_mem_kind": "cuda_max_memory_allocated" if dev.type == "cuda" else "peak_rss",
         "peak_rss_mb": peak_rss_mb(),
         "isolated": bool(isolated),
-        "loss_value": loss_value,
+        "loss_value": loss_values[0],
+        "loss_value_initialised": loss_values[1],
         "loss_unit": LOSS_UNITS.get(module.metric.name, module.metric.name),
         "loss_metric": module.metric.name,
         "exact": bool(module.model.exact),
@@ -375,8 +396,11 @@ def measure(
         "steps": steps,
         "warmup": train_warmup,
         "build_s": build_s,
-        "first_train_step_s": first_s,
-        "compile_s": max(0.0, first_s - train_median) if compiled and first_s else None,
+        "first_train_step_s": warm[0] if warm else None,
+        # warm-up time beyond that of as many ordinary steps: the compilation cost
+        "compile_s": max(0.0, sum(warm) - len(warm) * train_median) if compiled else None,
+        # graphs compiled during the timed steps (> 0: the timings include compilation)
+        "graphs_compiled_while_timing": recompiled,
         "step_includes": {
             "grad_clip": float(clip_val) if clip_val else None,
             "ema": module.ema is not None,
@@ -510,6 +534,10 @@ def _fmt_ms(v: Any) -> str:
     return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
 
 
+def _first_line(message: str) -> str:
+    return (message.splitlines() or [""])[0].replace("|", "\\|")
+
+
 def _fmt_ratio(v: Any) -> str:
     return f"{v:.2f}×" if isinstance(v, (int, float)) else "–"
 
@@ -524,7 +552,7 @@ def markdown(report: Mapping[str, Mapping[str, Any]]) -> str:
     ]
     for name, r in report.items():
         if "error" in r:
-            lines.append(f"| `{name}` | | | failed: {r['error'].splitlines()[0]} | | | | | | | |")
+            lines.append(f"| `{name}` | | | failed: {_first_line(r['error'])} | | | | | | | |")
             continue
         on = [k for k in _SWITCHES if r["speed_options"].get(k)]
         lines.append(
@@ -548,7 +576,7 @@ def markdown(report: Mapping[str, Mapping[str, Any]]) -> str:
             rat = entry.get("ratios", {})
             for variant, r in entry["variants"].items():
                 if "error" in r:
-                    msg = r["error"].splitlines()[0]
+                    msg = _first_line(r["error"])
                     lines.append(f"| `{name}` | {variant} | failed: {msg} |" + " |" * 9)
                     continue
                 q = rat.get(variant, {})
@@ -580,7 +608,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     p.add_argument(
-        "--warmup", type=int, default=3, help="untimed warm-up steps (>= 1 with compile)"
+        "--warmup", type=int, default=3, help="untimed warm-up steps (at least 2 with compile)"
     )
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the config's)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")

@@ -10,6 +10,11 @@ import survae  # noqa: F401  (first: installs the torchvision shim before Lightn
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one thread per worker: parallel workers with several OpenMP threads each oversubscribe
+    # the cores and make small tensor operations tens of times slower
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -1,0 +1,195 @@
+"""scripts/benchmark.py: the JSON report's keys and types, positive timings, the untrained-loss
+sanity values, speed-variant planning and the ablation table. No wall-clock value is asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from survae import benchmarking
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+#: keys every successful measurement has, with their types
+RESULT_TYPES = {
+    "params": int,
+    "batch": int,
+    "train_ms_median": float,
+    "train_ms_min": float,
+    "eval_ms_median": float,
+    "sample_ms": float,
+    "peak_mem_mb": float,
+    "loss_value": float,
+    "loss_unit": str,
+    "device": str,
+    "torch_version": str,
+    "speed_options": dict,
+}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_main(tmp_path):
+    """The script's ``main`` in this process; returns (report, JSON file's report, markdown)."""
+    script = load_script()
+    threads = torch.get_num_threads()
+
+    def _run(*args: str):
+        out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+        # one thread: on a busy shared machine, spinning worker threads make small steps crawl
+        argv = [*args, "--in-process", "--quiet", "--threads", "1", "--json", str(out_json)]
+        report = script.main([*argv, "--markdown", str(out_md)])
+        return report, json.loads(out_json.read_text()), out_md.read_text()
+
+    yield _run
+    torch.set_num_threads(threads)  # measure() sets the thread count: leave it as found
+
+
+def check_result(result: dict, workload: str, batch: int) -> None:
+    assert "error" not in result, result.get("error")
+    for key, kind in RESULT_TYPES.items():
+        assert isinstance(result[key], kind), f"{key}: {type(result[key]).__name__}"
+    assert result["workload"] == workload
+    assert result["batch"] == batch
+    assert result["params"] > 0
+    assert result["device"] == "cpu"
+    assert result["torch_version"] == torch.__version__
+    for key in ("train_ms_median", "train_ms_min", "eval_ms_median", "sample_ms", "peak_mem_mb"):
+        assert result[key] > 0 and math.isfinite(result[key]), key
+    assert result["train_ms_min"] <= result["train_ms_median"]
+    assert math.isfinite(result["loss_value"])
+    assert set(result["speed_options"]) >= {"compile", "bf16_couplings", "channels_last"}
+    assert result["steps"] == 2 and result["warmup"] == 1
+
+
+def test_toy_workload_with_ablation(run_main):
+    name = "abs_flow_eight_gaussians"
+    report, saved, md = run_main(
+        "--workloads", name, "--steps", "2", "--warmup", "1", "--ablate", "--bf16",
+        "--memory-saving", "--channels-last",
+    )  # fmt: skip
+    assert saved == json.loads(json.dumps(report))
+    entry = report[name]
+    check_result(entry, name, 128)  # the paper's batch, from the config
+    assert entry["loss_unit"] == "nats" and entry["loss_metric"] == "nll"
+    # untrained 2-D flow on eight_gaussians: a few nats (a standard normal on the data ≈ 5.3)
+    assert 2.0 < entry["loss_value"] < 10.0
+    # the top level of an ablation is the baseline: every feature off
+    opts = entry["speed_options"]
+    assert not any(opts[k] for k in ("compile", "bf16_couplings", "channels_last", "memory_saving"))
+    # channels-last changes nothing for 2-D data: not ablated there
+    assert list(entry["variants"]) == ["baseline", "bf16", "memory_saving", "all"]
+    assert set(entry["ratios"]) == {"bf16", "memory_saving", "all"}
+    for variant, result in entry["variants"].items():
+        check_result(result, name, 128)
+        on = {k for k in ("bf16_couplings", "memory_saving") if result["speed_options"][k]}
+        expected = {
+            "baseline": set(),
+            "bf16": {"bf16_couplings"},
+            "memory_saving": {"memory_saving"},
+        }
+        assert on == expected.get(variant, {"bf16_couplings", "memory_saving"}), variant
+        # the features leave the likelihood unchanged up to bf16 rounding
+        assert result["loss_value"] == pytest.approx(entry["loss_value"], rel=1e-2)
+    for variant, ratio in entry["ratios"].items():
+        base, other = entry["variants"]["baseline"], entry["variants"][variant]
+        assert ratio["train"] == pytest.approx(base["train_ms_median"] / other["train_ms_median"])
+        assert ratio["sample"] == pytest.approx(base["sample_ms"] / other["sample_ms"])
+        assert all(v > 0 for v in ratio.values())
+    # markdown: the summary row, then one ablation row per variant with its ratio columns
+    lines = md.splitlines()
+    assert lines[0].startswith("| workload | batch | params | train ms")
+    assert sum(ln.startswith(f"| `{name}` |") for ln in lines) == 1 + 4
+    ablation = [ln for ln in lines if ln.startswith(f"| `{name}` | ")][1:]
+    assert [ln.split("|")[2].strip() for ln in ablation] == list(entry["variants"])
+    header = next(ln for ln in lines if ln.startswith("| workload | variant |"))
+    assert all(ln.count("|") == header.count("|") for ln in ablation)
+    assert "× train" in header and "× memory" in header
+
+
+def test_small_image_workload(run_main):
+    name = "iaf_vae_mnist"
+    report, _, md = run_main("--workloads", name, "--steps", "2", "--warmup", "1", "--batch", "4")
+    entry = report[name]
+    check_result(entry, name, 4)
+    assert entry["data_kind"] == "image" and entry["data_shape"] == [1, 28, 28]
+    assert entry["loss_unit"] == "bits/dim"
+    # an untrained model on uniform random bytes: about 8 bits/dim (log2 256) or a bit more
+    assert 8.0 < entry["loss_value"] < 10.0
+    assert "variants" not in entry and "ratios" not in entry  # no speed flags: baseline only
+    assert f"| `{name}` | 4 |" in md
+
+
+def test_synthetic_batches_have_the_data_format():
+    cfg = benchmarking.compose_experiment("permute_flow_spatial_mnist")
+    dm = benchmarking._datamodule(cfg, 8, seed=0)
+    x = benchmarking.synthetic_batch(dm, 8)
+    assert x.dtype == torch.float32 and x.shape == (8, 50, 2)
+    assert x.min() >= 0 and x.max() < 28
+    cfg = benchmarking.compose_experiment("glow_cifar10")
+    x = benchmarking.synthetic_batch(benchmarking._datamodule(cfg, 3, seed=0), 3)
+    assert x.dtype == torch.uint8 and x.shape == (3, 3, 32, 32)
+    assert torch.equal(x, benchmarking.synthetic_batch(benchmarking._datamodule(cfg, 3, 0), 3))
+    cfg = benchmarking.compose_experiment("abs_flow_eight_gaussians")
+    x = benchmarking.synthetic_batch(benchmarking._datamodule(cfg, 16, seed=0), 16)
+    assert x.shape == (16, 2) and x.abs().max() < 4  # the toy set's own samples
+
+
+def test_variant_plans():
+    plan = benchmarking.plan_variants
+    assert plan("image", [], ablate=False) == [("baseline", ())]
+    assert plan("image", ["compile", "bf16"], ablate=False) == [
+        ("baseline", ()),
+        ("compile+bf16", ("compile", "bf16")),
+    ]
+    assert plan("toy", ["compile"], ablate=False, baseline=False) == [("compile", ("compile",))]
+    full = plan("image", [], ablate=True)
+    assert [n for n, _ in full] == [
+        "baseline", "compile", "bf16", "channels_last", "memory_saving", "all",
+    ]  # fmt: skip
+    assert full[-1][1] == ("compile", "bf16", "channels_last", "memory_saving")
+    assert [n for n, _ in plan("points", [], ablate=True)] == [
+        "baseline", "compile", "bf16", "memory_saving", "all",
+    ]  # fmt: skip
+    assert plan("image", ["bf16"], ablate=True) == [("baseline", ()), ("bf16", ("bf16",))]
+    cfg = {"speed": {"memory_saving": True, "memory_saving_anchor_every": 4}}
+    speed = benchmarking.variant_speed(cfg, ["compile"])
+    assert speed["compile"] and not speed["memory_saving"]  # baseline switches are off
+    assert speed["memory_saving_anchor_every"] == 4  # the config's settings stay
+
+
+def test_ratios_and_failed_workloads(run_main):
+    base = {"train_ms_median": 10.0, "eval_ms_median": 4.0, "sample_ms": 2.0, "peak_mem_mb": 100}
+    fast = {"train_ms_median": 5.0, "eval_ms_median": 4.0, "sample_ms": 4.0, "peak_mem_mb": 50}
+    assert benchmarking.ratios(base, fast) == {"train": 2.0, "eval": 1.0, "sample": 0.5,
+                                               "peak_mem": 2.0}  # fmt: skip
+    assert benchmarking.ratios(base, {"error": "x"})["train"] is None
+    report, _, md = run_main("--workloads", "no_such_experiment", "--steps", "1")
+    assert "no_such_experiment" in report["no_such_experiment"]["error"]
+    assert benchmarking.failed(report) == ["no_such_experiment"]
+    assert "failed" in md
+
+
+@pytest.mark.slow
+def test_subprocess_per_workload(tmp_path):
+    """Default mode: the measurement runs in a fresh process (its own peak RSS)."""
+    out = tmp_path / "bench.json"
+    code = benchmarking.cli(
+        ["--workloads", "plain_flow_eight_gaussians", "--steps", "1", "--warmup", "0",
+         "--batch", "8", "--quiet", "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())["plain_flow_eight_gaussians"]
+    assert result["isolated"] is True and result["batch"] == 8
+    assert result["peak_mem_mb"] > 0 and result["train_ms_median"] > 0
