@@ -22,12 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from survae.architectures.flowpp import (
-    COUPLINGS,
     FlowPPContextNet,
-    check_choice,
     check_discrete_image,
     conditional_flowpp,
-    flowpp_dequantizer,
+    flowpp_front,
     flowpp_stages,
 )
 from survae.distributions import StandardNormal
@@ -48,72 +46,38 @@ VFLOW_STAGES: list[Any] = [
 
 
 def _augmented_flowpp(
+    posterior: str,
     data_shape: Sequence[int],
     num_bins: int | None,
-    posterior: str,
     aug_channels: int,
-    dequantization: str,
-    coupling: str,
-    use_attention: bool,
-    hidden_channels: int,
-    num_blocks: int,
-    num_components: int,
-    num_heads: int,
-    dropout: float,
     stages: Sequence[Any],
-    pointwise: bool,
-    dequant_stages: Sequence[Any],
-    dequant_hidden_channels: int | None,
-    dequant_num_blocks: int,
-    dequant_context_channels: int,
-    dequant_context_blocks: int,
     logit_eps: float,
-    num_bisection_iters: int,
     posterior_stages: Sequence[Any] = (),
     posterior_hidden_channels: int | None = None,
     posterior_num_blocks: int = 3,
     posterior_context_channels: int = 32,
     posterior_context_blocks: int = 3,
     posterior_squash: bool = True,
+    **flowpp_hparams: Any,
 ) -> Flow:
+    """The VFlow / ANF model; ``flowpp_hparams`` are the Flow++ hyperparameters of
+    :func:`~survae.architectures.flowpp.flowpp_front` (the dequantizer's context processor is
+    never attention-based here)."""
     name = "vflow" if posterior == "flow" else "anf"
     check_discrete_image(data_shape, num_bins, name)
     if aug_channels < 1:
         raise ValueError(f"{name}: aug_channels must be >= 1, got {aug_channels}")
     C, H, W = (int(s) for s in data_shape)
-    net_kwargs = dict(
-        hidden_channels=hidden_channels,
-        num_blocks=num_blocks,
-        num_heads=num_heads,
-        dropout=dropout,
-        use_attention=use_attention,
-    )
-    common = dict(
-        coupling=check_choice(coupling, COUPLINGS, "coupling"),
-        num_components=num_components,
-        pointwise=pointwise,
-        num_bisection_iters=num_bisection_iters,
-    )
-    dequantizer = flowpp_dequantizer(
-        data_shape,
-        num_bins,
-        dequantization,
-        net_kwargs,
-        stages=dequant_stages,
-        hidden_channels=dequant_hidden_channels or hidden_channels,
-        num_blocks=dequant_num_blocks,
-        context_channels=dequant_context_channels,
-        context_blocks=dequant_context_blocks,
-        context_attention=False,
-        **common,
+    net_kwargs, common, dequantizer = flowpp_front(
+        data_shape, num_bins, dequant_context_attention=False, **flowpp_hparams
     )
     if posterior == "flow":
         context_net = FlowPPContextNet(
-            C, posterior_context_channels, posterior_context_blocks, dropout
+            C, posterior_context_channels, posterior_context_blocks, net_kwargs["dropout"]
         )
         posterior_net = {
             **net_kwargs,
-            "hidden_channels": posterior_hidden_channels or hidden_channels,
+            "hidden_channels": posterior_hidden_channels or net_kwargs["hidden_channels"],
             "num_blocks": posterior_num_blocks,
         }
         encoder = conditional_flowpp(
@@ -170,35 +134,8 @@ def vflow(
     conditional Flow++ flow, squashed to (0, 1) by a sigmoid) → Flow++ stages on the
     ``C + aug_channels`` channels → N(0, I). Likelihood: a lower bound (``exact`` False).
     Defaults: the official CIFAR-10 model."""
-    return _augmented_flowpp(
-        data_shape,
-        num_bins,
-        "flow",
-        aug_channels,
-        dequantization,
-        coupling,
-        use_attention,
-        hidden_channels,
-        num_blocks,
-        num_components,
-        num_heads,
-        dropout,
-        stages,
-        pointwise,
-        dequant_stages,
-        dequant_hidden_channels,
-        dequant_num_blocks,
-        dequant_context_channels,
-        dequant_context_blocks,
-        logit_eps,
-        num_bisection_iters,
-        posterior_stages=posterior_stages,
-        posterior_hidden_channels=posterior_hidden_channels,
-        posterior_num_blocks=posterior_num_blocks,
-        posterior_context_channels=posterior_context_channels,
-        posterior_context_blocks=posterior_context_blocks,
-        posterior_squash=posterior_squash,
-    )
+    # the parameters, as the keyword arguments of the shared model
+    return _augmented_flowpp("flow", **locals())
 
 
 @register("architecture", "anf")
@@ -227,26 +164,5 @@ def anf(
     """ANF-style augmented flow: as :func:`vflow` but with the fixed augmentation distribution
     ``q(e) = N(0, I)`` (Huang et al. 2020), so the bound's gap is the augmentation gap
     ``KL(q(e) || p(e | x))``. Likelihood: a lower bound (``exact`` False)."""
-    return _augmented_flowpp(
-        data_shape,
-        num_bins,
-        "standard_normal",
-        aug_channels,
-        dequantization,
-        coupling,
-        use_attention,
-        hidden_channels,
-        num_blocks,
-        num_components,
-        num_heads,
-        dropout,
-        stages,
-        pointwise,
-        dequant_stages,
-        dequant_hidden_channels,
-        dequant_num_blocks,
-        dequant_context_channels,
-        dequant_context_blocks,
-        logit_eps,
-        num_bisection_iters,
-    )
+    # the parameters, as the keyword arguments of the shared model
+    return _augmented_flowpp("standard_normal", **locals())

@@ -605,6 +605,60 @@ def flowpp_dequantizer(
     )
 
 
+def flowpp_front(
+    data_shape: Sequence[int],
+    num_bins: int,
+    *,
+    dequantization: str,
+    coupling: str,
+    use_attention: bool,
+    hidden_channels: int,
+    num_blocks: int,
+    num_components: int,
+    num_heads: int,
+    dropout: float,
+    pointwise: bool,
+    dequant_stages: Sequence[Any],
+    dequant_hidden_channels: int | None,
+    dequant_num_blocks: int,
+    dequant_context_channels: int,
+    dequant_context_blocks: int,
+    dequant_context_attention: bool,
+    num_bisection_iters: int,
+) -> tuple[dict[str, Any], dict[str, Any], Transform]:
+    """The part shared by the Flow++-style builders (``flowpp``, ``vflow``, ``anf``), from
+    their hyperparameters of the same names: the coupling-network hyperparameters, the stage
+    hyperparameters (coupling kind, mixture size, ...) and the dequantizer, whose parameters are
+    created before any other of the model's."""
+    net_kwargs: dict[str, Any] = dict(
+        hidden_channels=hidden_channels,
+        num_blocks=num_blocks,
+        num_heads=num_heads,
+        dropout=dropout,
+        use_attention=use_attention,
+    )
+    common: dict[str, Any] = dict(
+        coupling=check_choice(coupling, COUPLINGS, "coupling"),
+        num_components=num_components,
+        pointwise=pointwise,
+        num_bisection_iters=num_bisection_iters,
+    )
+    dequantizer = flowpp_dequantizer(
+        data_shape,
+        num_bins,
+        dequantization,
+        net_kwargs,
+        stages=dequant_stages,
+        hidden_channels=dequant_hidden_channels or hidden_channels,
+        num_blocks=dequant_num_blocks,
+        context_channels=dequant_context_channels,
+        context_blocks=dequant_context_blocks,
+        context_attention=dequant_context_attention,
+        **common,
+    )
+    return net_kwargs, common, dequantizer
+
+
 @register("architecture", "flowpp")
 def flowpp(
     data_shape: Sequence[int] = (3, 32, 32),
@@ -635,31 +689,25 @@ def flowpp(
     mixture CDF), ``use_attention=False``. Defaults: the official CIFAR-10 model.
     """
     check_discrete_image(data_shape, num_bins, "flowpp")
-    net_kwargs = dict(
-        hidden_channels=hidden_channels,
-        num_blocks=num_blocks,
-        num_heads=num_heads,
-        dropout=dropout,
-        use_attention=use_attention,
-    )
-    common = dict(
-        coupling=check_choice(coupling, COUPLINGS, "coupling"),
-        num_components=num_components,
-        pointwise=pointwise,
-        num_bisection_iters=num_bisection_iters,
-    )
-    dequantizer = flowpp_dequantizer(
+    net_kwargs, common, dequantizer = flowpp_front(
         data_shape,
         num_bins,
-        dequantization,
-        net_kwargs,
-        stages=dequant_stages,
-        hidden_channels=dequant_hidden_channels or hidden_channels,
-        num_blocks=dequant_num_blocks,
-        context_channels=dequant_context_channels,
-        context_blocks=dequant_context_blocks,
-        context_attention=dequant_context_attention,
-        **common,
+        dequantization=dequantization,
+        coupling=coupling,
+        use_attention=use_attention,
+        hidden_channels=hidden_channels,
+        num_blocks=num_blocks,
+        num_components=num_components,
+        num_heads=num_heads,
+        dropout=dropout,
+        pointwise=pointwise,
+        dequant_stages=dequant_stages,
+        dequant_hidden_channels=dequant_hidden_channels,
+        dequant_num_blocks=dequant_num_blocks,
+        dequant_context_channels=dequant_context_channels,
+        dequant_context_blocks=dequant_context_blocks,
+        dequant_context_attention=dequant_context_attention,
+        num_bisection_iters=num_bisection_iters,
     )
     main, latent_shape = flowpp_stages(data_shape, stages, **common, **net_kwargs)
     layers: list[Transform] = [dequantizer, Logit(eps=logit_eps), *main]

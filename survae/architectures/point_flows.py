@@ -207,8 +207,9 @@ def _point_set_shape(data_shape: Sequence[int], name: str) -> tuple[int, int]:
 
 def _point_flow(
     name: str,
-    data_shape: Sequence[int],
     sort: bool,
+    data_shape: Sequence[int],
+    num_bins: int | None,
     num_steps: int,
     d_model: int,
     num_heads: int,
@@ -217,8 +218,10 @@ def _point_flow(
     dropout: float,
     scale_fn: str,
     bound: float,
-    shuffle_seed: int,
+    shuffle_seed: int = 0,
 ) -> Flow:
+    """PermuteFlow (``sort`` False) or SortFlow (``sort`` True) with the builders' parameters;
+    ``num_bins`` is unused (point coordinates are continuous)."""
     N, D = _point_set_shape(data_shape, name)
     net = {
         "name": "transformer",
@@ -264,20 +267,8 @@ def permute_flow(
     invariant; ``log_prob`` is a lower bound (``exact`` False). Points must lie in
     ``[0, bound)^D`` (SpatialMNIST: ``bound = 28``). The defaults are the paper's model
     (6,428,992 parameters for 50 points in 2-D)."""
-    return _point_flow(
-        "permute_flow",
-        data_shape,
-        False,
-        num_steps,
-        d_model,
-        num_heads,
-        num_layers,
-        dim_feedforward,
-        dropout,
-        scale_fn,
-        bound,
-        0,
-    )
+    # the parameters, as the keyword arguments of the shared model
+    return _point_flow("permute_flow", False, **locals())
 
 
 @register("architecture", "sort_flow")
@@ -298,20 +289,8 @@ def sort_flow(
     permutation invariant with an exact likelihood (contribution ``-log N!``); the steps use
     fixed shuffles (seeds ``shuffle_seed + step``) and position-aware across-point nets.
     The defaults are the paper's model (6,480,192 parameters for 50 points in 2-D)."""
-    return _point_flow(
-        "sort_flow",
-        data_shape,
-        True,
-        num_steps,
-        d_model,
-        num_heads,
-        num_layers,
-        dim_feedforward,
-        dropout,
-        scale_fn,
-        bound,
-        shuffle_seed,
-    )
+    # the parameters, as the keyword arguments of the shared model
+    return _point_flow("sort_flow", True, **locals())
 
 
 __all__ = ["PointAffineCoupling", "PointShuffle", "SwapAxes", "permute_flow", "sort_flow"]

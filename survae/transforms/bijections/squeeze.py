@@ -9,6 +9,8 @@ channels rather than sub-pixel positions.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from survae.errors import ShapeError, check_ndim
@@ -57,55 +59,55 @@ def _check_channels(layer: object, x: torch.Tensor, factor: int, what: str) -> N
         )
 
 
-def _zeros(x: torch.Tensor) -> torch.Tensor:
-    return x.new_zeros(x.shape[0])
+def _squeeze(
+    layer: object, x: torch.Tensor, factor: int, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_spatial(layer, x, factor, what)
+    return squeeze2d(x, factor), x.new_zeros(x.shape[0])
+
+
+def _unsqueeze(
+    layer: object, x: torch.Tensor, factor: int, what: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_channels(layer, x, factor, what)
+    return unsqueeze2d(x, factor), x.new_zeros(x.shape[0])
+
+
+class _Reshape2d(Bijection):
+    """The body shared by :class:`Squeeze2d` and :class:`Unsqueeze2d`, one the inverse of the
+    other: ``forward_squeezes`` says which of the two reshapes ``forward`` is."""
+
+    forward_squeezes: ClassVar[bool]
+
+    def __init__(self, factor: int = 2):
+        super().__init__()
+        self.factor = _check_factor(type(self).__name__, factor)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (_squeeze if self.forward_squeezes else _unsqueeze)(self, x, self.factor, "input")
+
+    def inverse_with_ldj(
+        self, z: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (_unsqueeze if self.forward_squeezes else _squeeze)(self, z, self.factor, "latent")
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
 
 
 @register("layer", "squeeze")
-class Squeeze2d(Bijection):
+class Squeeze2d(_Reshape2d):
     """``[B, C, H, W] → [B, C·f², H/f, W/f]`` (default ``f = 2``), a permutation of the
     elements. Likelihood contribution: 0."""
 
-    def __init__(self, factor: int = 2):
-        super().__init__()
-        self.factor = _check_factor(type(self).__name__, factor)
-
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_spatial(self, x, self.factor, "input")
-        return squeeze2d(x, self.factor), _zeros(x)
-
-    def inverse_with_ldj(
-        self, z: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_channels(self, z, self.factor, "latent")
-        return unsqueeze2d(z, self.factor), _zeros(z)
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"
+    forward_squeezes = True
 
 
 @register("layer", "unsqueeze")
-class Unsqueeze2d(Bijection):
+class Unsqueeze2d(_Reshape2d):
     """``[B, C·f², H, W] → [B, C, H·f, W·f]``, the inverse of :class:`Squeeze2d`.
     Likelihood contribution: 0."""
 
-    def __init__(self, factor: int = 2):
-        super().__init__()
-        self.factor = _check_factor(type(self).__name__, factor)
-
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_channels(self, x, self.factor, "input")
-        return unsqueeze2d(x, self.factor), _zeros(x)
-
-    def inverse_with_ldj(
-        self, z: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_spatial(self, z, self.factor, "latent")
-        return squeeze2d(z, self.factor), _zeros(z)
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"
+    forward_squeezes = False
