@@ -50,17 +50,19 @@ class SampleFigures(pl.Callback):
         kind = pl_module.kind
         if kind == "tabular":
             return None
-        samples = pl_module.sample(self.num_samples, temperature=self.temperature)
         info = pl_module.hparams.data_info
         if kind == "image":
+            samples = pl_module.sample(self.num_samples, temperature=self.temperature)
             return plots.image_grid(samples, int(info["num_bins"]), path)
         if kind == "points":
+            samples = pl_module.sample(self.num_samples, temperature=self.temperature)
             return plots.point_clouds(samples, path)
+        # 2-D data: a density map plus a histogram of enough samples to show its shape
+        samples = pl_module.sample(5000, temperature=self.temperature)
         model = pl_module.eval_model
         was_training = model.training
         model.eval()
         try:
-            more = pl_module.sample(5000, temperature=self.temperature)
-            return plots.density_2d(model, path, samples=more)
+            return plots.density_2d(model, path, samples=samples)
         finally:
             model.train(was_training)

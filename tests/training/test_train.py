@@ -145,3 +145,11 @@ def test_resume_with_reset_lr_uses_the_new_learning_rate(make_config, tmp_path):
     lrs = [g["lr"] for g in state["optimizer_states"][0]["param_groups"]]
     assert lrs == [pytest.approx(2e-5)]
     assert state["global_step"] == 8  # 4 steps per epoch (512 points, batch 128), 2 epochs
+
+
+def test_toy_runs_write_a_density_figure_each_epoch(make_config, tmp_path):
+    cfg = make_config("trainer.max_epochs=2", "callbacks.samples.every_n_epochs=1", "test=false")
+    train(cfg)
+    figures = sorted((tmp_path / "run" / "samples").glob("samples_epoch*.png"))
+    assert [f.name for f in figures] == ["samples_epoch0000.png", "samples_epoch0001.png"]
+    assert all(f.stat().st_size > 1000 for f in figures)
