@@ -12,6 +12,7 @@ from torch import nn
 
 from survae.errors import check_shape
 from survae.nn.build import zero_init_
+from survae.nn.dropout import Dropout
 from survae.registry import register
 
 
@@ -42,7 +43,7 @@ class DenseLayer(nn.Module):
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, in_channels, 1), nn.ReLU(inplace=True)]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         layers += [nn.Conv2d(in_channels, growth, 3, padding=1), nn.ReLU(inplace=True)]
         self.net = nn.Sequential(*layers)
 

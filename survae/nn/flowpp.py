@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from survae.errors import ShapeError, check_shape
 from survae.nn.build import zero_init_
+from survae.nn.dropout import Dropout
 from survae.registry import register
 
 
@@ -70,7 +71,7 @@ class GatedResidualConv(nn.Module):
         self.context_proj = (
             nn.Conv2d(2 * context_channels, channels, 1) if context_channels else None
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         k = second_kernel_size
         self.conv2 = nn.Conv2d(2 * channels, 2 * channels, k, padding=k // 2)
 
@@ -96,7 +97,7 @@ class GatedSelfAttention(nn.Module):
             )
         self.channels, self.num_heads = channels, num_heads
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.proj = nn.Conv2d(channels, 2 * channels, 1)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:

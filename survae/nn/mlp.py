@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from survae.nn.build import zero_init_
+from survae.nn.dropout import Dropout
 from survae.registry import register
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
@@ -39,7 +40,7 @@ class MLP(nn.Sequential):
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), activation(activation_name)]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
         out = nn.Linear(sizes[-1], out_channels)
         layers.append(zero_init_(out) if zero_init_output else out)
         super().__init__(*layers)

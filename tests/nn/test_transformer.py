@@ -107,3 +107,29 @@ def test_wrong_input_raises_shape_error():
         net(torch.randn(3, 5, 2))  # points-last layout is rejected
     with pytest.raises(ValueError, match="divisible"):
         Transformer(2, 4, d_model=10, num_heads=4)
+
+
+def test_self_attention_dropout_acts_on_attention_weights_in_training_only():
+    attn = SelfAttention(16, num_heads=4, dropout=0.5)
+    x = torch.randn(2, 5, 16)
+    torch.manual_seed(1)
+    y1 = attn(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(attn(x), y1)  # the global generator decides the mask
+    assert not torch.allclose(attn(x), y1)
+    attn.eval()
+    no_drop = attn(x)
+    attn.dropout = 0.0
+    attn.train()
+    torch.testing.assert_close(attn(x), no_drop)
+
+
+@pytest.mark.gpu
+def test_self_attention_cuda_kernel_matches_cpu_path():
+    attn = SelfAttention(64, num_heads=8).eval()
+    with torch.no_grad():
+        attn.in_proj.bias.normal_()
+    x = torch.randn(4, 50, 64)
+    expected = attn(x)
+    got = attn.cuda()(x.cuda()).cpu()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
