@@ -44,7 +44,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p == 1.0:
+    if x.device.type != "cpu" or p == 1.0 or torch.compiler.is_compiling():
+        # the fused kernel; under torch.compile the compiler generates the mask in-graph
         return F.dropout(x, p, training=True)
     return _KeepMask.apply(x, keep_mask(x.shape, p), 1.0 / (1.0 - p))
 

@@ -89,3 +89,11 @@ def test_cuda_uses_the_fused_kernel():
     y = dropout(x, 0.1)
     assert y.device.type == "cuda"
     assert abs((y == 0).float().mean().item() - 0.1) < 0.005
+
+
+def test_traceable_without_graph_breaks():
+    from survae.nn.transformer import Transformer
+
+    net = Transformer(1, 2, d_model=16, num_heads=4, dropout=0.1).train()
+    explanation = torch._dynamo.explain(net)(torch.randn(4, 1, 10))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
