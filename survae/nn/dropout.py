@@ -44,10 +44,9 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p == 1.0 or torch.compiler.is_compiling():
-        # the fused kernel; under torch.compile the compiler generates the mask in-graph
+    if x.device.type != "cpu" or p == 1.0:
         return F.dropout(x, p, training=True)
-    return _KeepMask.apply(x, keep_mask(x.shape, p), 1.0 / (1.0 - p))
+    return _KeepMask.apply(x, _keep_mask_like(x, p), 1.0 / (1.0 - p))
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
@@ -58,6 +57,21 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> torch.Tensor:
     bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-(2**63), None)
     lanes = bits.view(torch.int32)[:n].view(shape)
     return lanes >= round(p * 2**32) - 2**31
+
+
+# An opaque operator for torch.compile: traced as one call (no graph break, which the in-place
+# random_ would cause), never merged with another call (tagged nondeterministic), and run with
+# the global generator at run time, so compiled and eager models draw the same masks.
+@torch.library.custom_op(
+    "survae::keep_mask", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,)
+)
+def _keep_mask_like(x: torch.Tensor, p: float) -> torch.Tensor:
+    return keep_mask(x.shape, p)
+
+
+@_keep_mask_like.register_fake
+def _(x: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=torch.bool, device=x.device)
 
 
 class Dropout(nn.Module):

@@ -97,3 +97,18 @@ def test_traceable_without_graph_breaks():
     net = Transformer(1, 2, d_model=16, num_heads=4, dropout=0.1).train()
     explanation = torch._dynamo.explain(net)(torch.randn(4, 1, 10))
     assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_compiled_dropout_draws_the_eager_masks_and_never_reuses_one():
+    def two_dropouts(x):
+        return dropout(x, 0.5), dropout(x, 0.5)
+
+    compiled = torch.compile(two_dropouts, fullgraph=True)
+    x = torch.randn(4000)
+    torch.manual_seed(5)
+    eager = two_dropouts(x)
+    torch.manual_seed(5)
+    got = compiled(x)
+    for a, b in zip(got, eager, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.equal(got[0], got[1])  # two calls, two masks (not merged by the compiler)
