@@ -134,13 +134,22 @@ class FlowModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model.parameters(), self.optim_cfg)
+        optim_cfg = dict(self.optim_cfg)
+        if optim_cfg.get("fused") is None and self._uses_grad_scaler():
+            # Lightning cannot clip the gradients of a fused optimiser that unscales them itself
+            optim_cfg["fused"] = False
+        optimizer = build_optimizer(self.model.parameters(), optim_cfg)
         steps_per_epoch = self._steps_per_epoch()
         scheduler = build_scheduler(optimizer, self.optim_cfg, steps_per_epoch)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+    def _uses_grad_scaler(self) -> bool:
+        """float16 mixed precision (``trainer.precision=16-mixed``) trains with a GradScaler."""
+        trainer = self._trainer
+        return trainer is not None and str(getattr(trainer, "precision", "")).startswith("16")
 
     def on_train_start(self) -> None:
         """``optim.reset_lr_on_resume``: a resumed run continues with the config's learning rate

@@ -153,3 +153,20 @@ def test_toy_runs_write_a_density_figure_each_epoch(make_config, tmp_path):
     figures = sorted((tmp_path / "run" / "samples").glob("samples_epoch*.png"))
     assert [f.name for f in figures] == ["samples_epoch0000.png", "samples_epoch0001.png"]
     assert all(f.stat().st_size > 1000 for f in figures)
+
+
+@pytest.mark.parametrize(("precision", "fused"), [("32-true", True), ("16-mixed", False)])
+def test_fused_adam_unless_a_grad_scaler_needs_to_clip(make_config, precision, fused):
+    from types import SimpleNamespace
+
+    from survae.training.module import FlowModule
+    from survae.training.pipeline import build_datamodule, data_info
+
+    cfg = make_config()
+    cfg["optim"] = {**cfg["optim"], "name": "adam"}
+    info = data_info(build_datamodule(cfg["data"], seed=0))
+    module = FlowModule(cfg["model"], info, cfg["optim"])
+    module._trainer = SimpleNamespace(precision=precision, estimated_stepping_batches=10)
+    module._steps_per_epoch = lambda: 10
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is fused
