@@ -40,15 +40,6 @@ def _images(n: int, size: int = 8) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run much faster on one thread, above all on a loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _augment(model) -> Augment:
     layers = [t for t in model.transforms if isinstance(t, Augment)]
     assert len(layers) == 1
@@ -195,26 +186,14 @@ def test_builder_rejects_bad_settings():
 
 
 @pytest.mark.parametrize("name", ["vflow", "anf"])
-def test_smoke_training_lowers_the_loss(name):
+def test_smoke_training_lowers_the_loss(name, ramp_images, train_bits_per_dim):
     """50 Adam steps of a small model on 16 tiny structured 8×8 images."""
-    g = torch.Generator().manual_seed(1)
-    base = torch.randint(60, 200, (16, 3, 1, 1), generator=g).float()
-    ramp = torch.linspace(-20, 20, 8).view(1, 1, 1, 8)
-    noise = torch.randint(-4, 5, (16, 3, 8, 8), generator=g).float()
-    x = (base + ramp + noise).clamp(0, 255).to(torch.uint8)
+    x = ramp_images
     kwargs = dict(data_shape=(3, 8, 8), stages=[["columns", 2]], dequant_stages=[["columns", 1]])
     if name == "vflow":
         kwargs.update(SMALL_POSTERIOR, posterior_stages=[["columns", 1]])
     model = registry.get("architecture", name)(**kwargs, **SMALL)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    scale = 3 * 64 * math.log(2)
-    losses = []
-    for _ in range(50):
-        loss = -model.log_prob(x).mean() / scale
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    first, last, losses = train_bits_per_dim(model, x, opt, steps=50)
     assert all(math.isfinite(v) for v in losses)
     assert last < first - 1.0, (first, last)

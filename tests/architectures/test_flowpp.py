@@ -60,16 +60,6 @@ def _perturb_couplings(module: torch.nn.Module, std: float = 0.05) -> None:
                 m.out.bias.normal_(0, std)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run much faster on one thread, above all when other processes load
-    the machine (OpenMP threads then wait on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------------
 # layers
 # ------------------------------------------------------------------------------------------
@@ -395,25 +385,13 @@ def test_builder_rejects_bad_settings():
         flowpp(data_shape=(3, 8, 8), stages=[["rows", 2]], **SMALL)
 
 
-def test_smoke_training_lowers_the_loss():
+def test_smoke_training_lowers_the_loss(ramp_images, train_bits_per_dim):
     """60 Adam steps of a small Flow++ on 16 tiny structured 8×8 images."""
-    g = torch.Generator().manual_seed(1)
-    base = torch.randint(60, 200, (16, 3, 1, 1), generator=g).float()
-    ramp = torch.linspace(-20, 20, 8).view(1, 1, 1, 8)
-    noise = torch.randint(-4, 5, (16, 3, 8, 8), generator=g).float()
-    x = (base + ramp + noise).clamp(0, 255).to(torch.uint8)
+    x = ramp_images
     model = flowpp(
         data_shape=(3, 8, 8), stages=[["columns", 2]], dequant_stages=[["columns", 1]], **SMALL
     )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    scale = 3 * 64 * math.log(2)
-    losses = []
-    for _ in range(60):
-        loss = -model.log_prob(x).mean() / scale
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    first, last, losses = train_bits_per_dim(model, x, opt, steps=60)
     assert all(math.isfinite(v) for v in losses)
     assert last < first - 1.0, (first, last)

@@ -24,16 +24,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LOG_2PI = math.log(2 * math.pi)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is as fast as several, and it avoids the
-    large slowdowns of oversubscribed threads when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model_config(name: str) -> dict:
     return yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())
 
@@ -346,30 +336,12 @@ def test_bad_configurations_raise_clear_errors():
 # --- smoke training -------------------------------------------------------------------------
 
 
-def digits_like(n: int, seed: int = 0) -> torch.Tensor:
-    """Tiny digits-like images: ten random 8×8 binary glyphs, drawn with noise in 17 grey
-    levels (the value range of scikit-learn's digits), as uint8 ``[n, 1, 8, 8]``."""
-    g = torch.Generator().manual_seed(seed)
-    glyphs = (torch.rand(10, 1, 8, 8, generator=g) > 0.6).float()
-    which = torch.randint(0, 10, (n,), generator=g)
-    noisy = glyphs[which] * 13 + 4 * torch.rand(n, 1, 8, 8, generator=g)
-    return noisy.floor().clamp(0, 16).to(torch.uint8)
-
-
-def test_smoke_small_glow_learns_digits_like_data():
+def test_smoke_small_glow_learns_digits_like_data(digits_like, train_bits_per_dim):
     data = digits_like(512)
     spec = {**_model_config("glow"), "num_levels": 2, "num_steps": 2, "hidden_channels": 16}
     model = build_model(spec, (1, 8, 8), num_bins=17)
     opt = torch.optim.Adamax(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        batch = data[torch.randint(0, len(data), (64,))]
-        loss = -model.log_prob(batch).mean() / (math.log(2) * 64)  # bits/dim
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    first, last, _ = train_bits_per_dim(model, data, opt, steps=60, batch_size=64)
     assert math.isfinite(last)
     # about 4.6 → 3.3 bits/dim in 60 steps
     assert last < first - 0.8, (first, last)

@@ -24,16 +24,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 LOG_2PI = math.log(2 * math.pi)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is as fast as several, and it avoids the
-    large slowdowns of oversubscribed threads when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model_config() -> dict:
     return yaml.safe_load((CONFIGS / "model" / "realnvp.yaml").read_text())
 
@@ -265,24 +255,12 @@ def test_bad_configurations_raise_clear_errors():
 # --- smoke training -------------------------------------------------------------------------
 
 
-def test_smoke_small_realnvp_learns_digits_like_data():
-    g = torch.Generator().manual_seed(0)
-    glyphs = (torch.rand(10, 1, 8, 8, generator=g) > 0.6).float()
-    which = torch.randint(0, 10, (512,), generator=g)
-    noisy = glyphs[which] * 13 + 4 * torch.rand(512, 1, 8, 8, generator=g)
-    data = noisy.floor().clamp(0, 16).to(torch.uint8)  # 17 grey levels, as sklearn's digits
+def test_smoke_small_realnvp_learns_digits_like_data(digits_like, train_bits_per_dim):
+    data = digits_like(512)  # 17 grey levels, as sklearn's digits
     spec = {**_model_config(), "hidden_channels": 8, "num_blocks": 1}
     model = build_model(spec, (1, 8, 8), num_bins=17)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(50):
-        batch = data[torch.randint(0, len(data), (64,))]
-        loss = -model.log_prob(batch).mean() / (math.log(2) * 64)  # bits/dim
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    first, last, _ = train_bits_per_dim(model, data, opt, steps=50, batch_size=64)
     assert math.isfinite(last)
     # about 3.9 → 2.6 bits/dim in 50 steps
     assert last < first - 0.8, (first, last)

@@ -46,16 +46,6 @@ SMALL_NET = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are small: one thread is fastest, and it avoids OpenMP threads spinning
-    against each other when other processes share the CPU cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _num_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -394,7 +384,7 @@ def test_bad_hyperparameters_and_shapes():
 
 
 @pytest.mark.parametrize("pooling", ["max", "slice"])
-def test_smoke_training_lowers_the_loss(pooling):
+def test_smoke_training_lowers_the_loss(pooling, train_bits_per_dim):
     torch.manual_seed(0)
     # structured 8-bit images: smooth colour gradients with a little noise
     ramp = torch.linspace(40, 200, 8)
@@ -403,14 +393,5 @@ def test_smoke_training_lowers_the_loss(pooling):
     data = (base + shift + 3 * torch.randn(64, 3, 8, 8)).clamp(0, 255).round().to(torch.uint8)
     model = _small(pooling)
     opt = torch.optim.Adamax(model.parameters(), lr=3e-3)
-    D = data[0].numel()
-    losses = []
-    for _ in range(60):
-        batch = data[torch.randint(0, 64, (16,))]
-        loss = -model.log_prob(batch).mean() / (math.log(2) * D)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    first, last, _ = train_bits_per_dim(model, data, opt, steps=60, batch_size=16)
     assert last < first - 1.5, (first, last)
