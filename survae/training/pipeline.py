@@ -28,6 +28,7 @@ from pytorch_lightning.callbacks import (
 
 from survae import registry
 from survae.config_check import ConfigError, check_kwargs
+from survae.threads import configure_threads
 from survae.training.callbacks import SampleFigures
 from survae.training.checkpoint import AtomicCheckpointIO, RNGStateCallback
 from survae.training.loggers import build_logger
@@ -127,6 +128,12 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     )
     num_params = sum(p.numel() for p in module.model.parameters())
     print(f"[survae] model: {num_params:,} parameters; data: {info['name']} {tuple(info['shape'])}")
+    configure_threads(  # intra-op threads from the cores this run really has (survae.threads)
+        cfg.get("threads", "auto"),
+        dataloader_workers=int(cfg["data"].get("num_workers") or 0),
+        data_kind=info["kind"],
+        num_params=num_params,
+    )
 
     logger = build_logger(cfg.get("logger") or {"type": "none"}, out_dir, run_config=cfg)
     callbacks = build_callbacks(
