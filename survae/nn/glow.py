@@ -55,12 +55,35 @@ class ActNorm2d(nn.Module):
         return (x + self.bias.view(shape)) * self.logs.exp().view(shape)
 
 
+class EdgeBias(nn.Module):
+    """The border channel of openai/glow's 3×3 convolutions (``edge_bias=True`` in its
+    ``tfops.conv2d``/``conv2d_zeros``): the input is zero-padded and one more input channel, 1 on
+    the padding ring and 0 inside, is appended, so the convolution can tell border positions
+    apart. That channel's weights ``[out, 1, k, k]`` act as a per-position map ``[1, out, H, W]``
+    (non-zero only within ``k // 2`` of a border) added to the convolution of the input; with
+    them a ``C → out`` convolution has the official ``k²·(C + 1)·out`` weights."""
+
+    def __init__(self, out_channels: int, kernel_size: int = 3, std: float = 0.0):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.zeros(out_channels, 1, kernel_size, kernel_size))
+        if std:
+            nn.init.normal_(self.weight, std=std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The border term for inputs of ``x``'s spatial size, ``[1, out, H, W]``."""
+        p = self.kernel_size // 2
+        ring = F.pad(x.new_zeros(1, 1, *x.shape[-2:]), (p, p, p, p), value=1.0)
+        return F.conv2d(ring, self.weight.to(x.dtype))
+
+
 class ZeroConv2d(nn.Module):
     """Glow's zero-initialised output convolution: ``conv(x) · exp(logscale_factor · logs)``.
 
     Weight, bias and the per-channel ``logs`` start at zero, so the output is zero at
     initialisation; the learned scale (``logscale_factor`` = 3 in Glow) lets the output grow
-    quickly once training starts.
+    quickly once training starts. ``edge_bias=True`` adds the official border channel
+    (:class:`EdgeBias`, zero-initialised) to a convolution larger than 1×1.
     """
 
     def __init__(
@@ -70,17 +93,22 @@ class ZeroConv2d(nn.Module):
         kernel_size: int = 3,
         logscale_factor: float = 3.0,
         zero_init: bool = True,
+        edge_bias: bool = False,
     ):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         if zero_init:
             zero_init_(self.conv)
+        self.edge = EdgeBias(out_channels, kernel_size) if edge_bias and kernel_size > 1 else None
         self.logs = nn.Parameter(torch.zeros(out_channels))
         self.logscale_factor = logscale_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = (self.logscale_factor * self.logs).exp().view(1, -1, 1, 1)
-        return self.conv(x) * scale
+        h = self.conv(x)
+        if self.edge is not None:
+            h = h + self.edge(x)
+        return h * scale
 
 
 @register("network", "glow_net")
@@ -90,6 +118,8 @@ class GlowNet(nn.Module):
     conv3×3(in→hidden) – ReLU – conv1×1(hidden→hidden) – ReLU – :class:`ZeroConv2d`(hidden→out).
     With ``actnorm=True`` (Glow's choice) the two hidden convolutions have no bias and are
     followed by :class:`ActNorm2d`; with ``actnorm=False`` they are plain biased convolutions.
+    ``edge_bias=True`` gives both 3×3 convolutions openai/glow's border channel
+    (:class:`EdgeBias`; ``conv1_edge`` and ``out.edge``), as its ``f`` builds them.
     """
 
     def __init__(
@@ -99,6 +129,7 @@ class GlowNet(nn.Module):
         hidden_channels: int = 512,
         actnorm: bool = True,
         zero_init_output: bool = True,
+        edge_bias: bool = False,
     ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -107,13 +138,17 @@ class GlowNet(nn.Module):
         self.norm1 = ActNorm2d(h) if actnorm else nn.Identity()
         self.conv2 = nn.Conv2d(h, h, 1, bias=not actnorm)
         self.norm2 = ActNorm2d(h) if actnorm else nn.Identity()
-        self.out = ZeroConv2d(h, out_channels, 3, zero_init=zero_init_output)
+        self.out = ZeroConv2d(h, out_channels, 3, zero_init=zero_init_output, edge_bias=edge_bias)
         if actnorm:  # Glow initialises hidden convolutions with N(0, 0.05²)
             nn.init.normal_(self.conv1.weight, std=0.05)
             nn.init.normal_(self.conv2.weight, std=0.05)
+        self.conv1_edge = EdgeBias(h, 3, std=0.05) if edge_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_shape(self, x, (None, self.in_channels, None, None))
-        h = F.relu(self.norm1(self.conv1(x)))
+        h = self.conv1(x)
+        if self.conv1_edge is not None:
+            h = h + self.conv1_edge(x)
+        h = F.relu(self.norm1(h))
         h = F.relu(self.norm2(self.conv2(h)))
         return self.out(h)
