@@ -6,6 +6,11 @@ from survae.distributions.conditional import (
     ConditionalCategorical,
     ConditionalNormal,
 )
+from survae.distributions.mixture import (
+    ConditionalMixtureOfGaussians,
+    ContextNormal,
+    MixtureOfGaussians,
+)
 from survae.distributions.simple import (
     DiagonalNormal,
     StandardHalfNormal,
@@ -17,9 +22,12 @@ __all__ = [
     "ConditionalBernoulli",
     "ConditionalCategorical",
     "ConditionalDistribution",
+    "ConditionalMixtureOfGaussians",
     "ConditionalNormal",
+    "ContextNormal",
     "DiagonalNormal",
     "Distribution",
+    "MixtureOfGaussians",
     "StandardHalfNormal",
     "StandardNormal",
     "StandardUniform",

@@ -6,11 +6,14 @@ from survae.nn.convnet import ConvNet
 from survae.nn.densenet import DenseBlock, DenseNet, GatedConv2d
 from survae.nn.flowpp import FlowPPNet
 from survae.nn.glow import GlowNet, ZeroConv2d
+from survae.nn.made import MADE
 from survae.nn.mlp import MLP
+from survae.nn.resmlp import ResidualMLP
 from survae.nn.resnet import ResNet
 from survae.nn.transformer import Transformer
 
 __all__ = [
+    "MADE",
     "MLP",
     "ConvNet",
     "DenseBlock",
@@ -19,6 +22,7 @@ __all__ = [
     "GatedConv2d",
     "GlowNet",
     "ResNet",
+    "ResidualMLP",
     "Transformer",
     "ZeroConv2d",
     "build_network",
