@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 CONSTRAINTS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 
-.PHONY: install run test test-full lint format benchmark clean
+.PHONY: install install-locked lock run test test-full lint format benchmark clean
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+# The exact tested environment (requirements-lock.txt) instead of the newest allowed versions.
+install-locked: requirements-lock.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(CONSTRAINTS) -r requirements-lock.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
+	touch $(VENV)/.installed
+
+# Rewrite requirements-lock.txt from .venv (after changing dependencies and testing).
+lock: install
+	$(PY) scripts/lock.py
 
 run: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) run.py $(ARGS)

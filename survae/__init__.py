@@ -3,6 +3,8 @@
 Importing the package registers every layer, network, distribution and architecture.
 """
 
+__version__ = "0.1.0"  # the single source of the version (pyproject reads it)
+
 from survae import _torchvision_compat
 
 _torchvision_compat.install()
@@ -17,5 +19,14 @@ from survae import (  # noqa: E402,F401  (importing registers every building blo
 from survae.flows import Flow  # noqa: E402
 from survae.models import build_model, load_model  # noqa: E402
 
-__all__ = ["Flow", "build_model", "load_model", "distributions", "nn", "registry", "transforms"]
-__version__ = "0.1.0"
+__all__ = [
+    "Flow",
+    "__version__",
+    "architectures",
+    "build_model",
+    "distributions",
+    "load_model",
+    "nn",
+    "registry",
+    "transforms",
+]

@@ -14,5 +14,55 @@ Files are never downloaded unless ``download=True``; a missing data set raises
 from survae.data import imagenet, images, spatial_mnist, toy, uci  # noqa: F401  (registers)
 from survae.data.base import ArrayDataset, FlowDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
+from survae.data.imagenet import ImageNet32DataModule, ImageNet64DataModule
+from survae.data.images import (
+    CIFAR10DataModule,
+    DigitsDataModule,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+)
+from survae.data.spatial_mnist import SpatialMNISTDataModule
+from survae.data.toy import (
+    CheckerboardDataModule,
+    CornersDataModule,
+    EightGaussiansDataModule,
+    FourCirclesDataModule,
+    PinwheelDataModule,
+    RingsDataModule,
+    TwoMoonsDataModule,
+    TwoSpiralsDataModule,
+)
+from survae.data.uci import (
+    BSDS300DataModule,
+    GasDataModule,
+    HepmassDataModule,
+    MiniBooNEDataModule,
+    PowerDataModule,
+)
 
-__all__ = ["ArrayDataset", "DatasetCorruptedError", "DatasetNotFoundError", "FlowDataModule"]
+__all__ = [
+    "ArrayDataset",
+    "BSDS300DataModule",
+    "CIFAR10DataModule",
+    "CheckerboardDataModule",
+    "CornersDataModule",
+    "DatasetCorruptedError",
+    "DatasetNotFoundError",
+    "DigitsDataModule",
+    "EightGaussiansDataModule",
+    "FashionMNISTDataModule",
+    "FlowDataModule",
+    "FourCirclesDataModule",
+    "GasDataModule",
+    "HepmassDataModule",
+    "ImageNet32DataModule",
+    "ImageNet64DataModule",
+    "MNISTDataModule",
+    "MiniBooNEDataModule",
+    "PinwheelDataModule",
+    "PowerDataModule",
+    "RingsDataModule",
+    "SpatialMNISTDataModule",
+    "TwoMoonsDataModule",
+    "TwoSpiralsDataModule",
+]

@@ -1,4 +1,8 @@
-"""Layers: bijections, surjections and stochastic transforms (all registered as ``layer``)."""
+"""Layers: bijections, surjections and stochastic transforms (all registered as ``layer``).
+
+Every registered layer class defined in this package is importable from here, e.g.
+``from survae.transforms import AffineCoupling, AbsSurjection``.
+"""
 
 from survae.transforms import (  # noqa: F401  (registers)
     bijections,
@@ -14,12 +18,62 @@ from survae.transforms.base import (
     Surjection,
     Transform,
 )
+from survae.transforms.bijections.actnorm import ActNorm
+from survae.transforms.bijections.autoregressive import (
+    InverseAutoregressive,
+    MaskedAffineAutoregressive,
+)
+from survae.transforms.bijections.batchnorm import BatchNormBijection
+from survae.transforms.bijections.conv1x1 import Conv1x1, Conv1x1LU
+from survae.transforms.bijections.coupling import AdditiveCoupling, AffineCoupling
+from survae.transforms.bijections.elementwise import Logit, Scale, Shift, Sigmoid
+from survae.transforms.bijections.logistic_mixture import LogisticMixtureCoupling
+from survae.transforms.bijections.permutation import RandomPermutation, Reverse
+from survae.transforms.bijections.squeeze import Squeeze2d, Unsqueeze2d
+from survae.transforms.memory import MemorySavingBlock
+from survae.transforms.stochastic.vae import VAE
+from survae.transforms.surjections.absolute import AbsSurjection
+from survae.transforms.surjections.augment import Augment
+from survae.transforms.surjections.dequantization import (
+    UniformDequantization,
+    VariationalDequantization,
+)
+from survae.transforms.surjections.max_pool import MaxPoolSurjection2d
+from survae.transforms.surjections.permutation import SortSurjection, StochasticPermutation
+from survae.transforms.surjections.slicing import Slice
 
 __all__ = [
+    "VAE",
+    "AbsSurjection",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Augment",
+    "BatchNormBijection",
     "Bijection",
+    "Conv1x1",
+    "Conv1x1LU",
+    "InverseAutoregressive",
     "InverseBijection",
+    "LogisticMixtureCoupling",
+    "Logit",
+    "MaskedAffineAutoregressive",
+    "MaxPoolSurjection2d",
+    "MemorySavingBlock",
+    "RandomPermutation",
+    "Reverse",
+    "Scale",
     "Sequential",
+    "Shift",
+    "Sigmoid",
+    "Slice",
+    "SortSurjection",
+    "Squeeze2d",
+    "StochasticPermutation",
     "StochasticTransform",
     "Surjection",
     "Transform",
+    "UniformDequantization",
+    "Unsqueeze2d",
+    "VariationalDequantization",
 ]
