@@ -7,7 +7,6 @@ from survae.nn.densenet import DenseBlock, DenseNet, GatedConv2d
 from survae.nn.flowpp import FlowPPNet
 from survae.nn.glow import GlowNet, ZeroConv2d
 from survae.nn.made import MADE
-from survae.nn.made import MADE
 from survae.nn.mlp import MLP
 from survae.nn.resmlp import ResidualMLP
 from survae.nn.resnet import ResNet
