@@ -218,6 +218,9 @@ def _point_flow(
     dropout: float,
     scale_fn: str,
     bound: float,
+    activation: str,
+    init: str,
+    inner_dropout: bool,
     shuffle_seed: int = 0,
 ) -> Flow:
     """PermuteFlow (``sort`` False) or SortFlow (``sort`` True) with the builders' parameters;
@@ -230,6 +233,9 @@ def _point_flow(
         "num_layers": num_layers,
         "dim_feedforward": dim_feedforward,
         "dropout": dropout,
+        "activation": activation,
+        "init": init,
+        "inner_dropout": inner_dropout,
     }
     # SortFlow's points are ordered, so its across-point nets know the position.
     point_net = {**net, "positional_embedding": N // 2} if sort else net
@@ -262,11 +268,16 @@ def permute_flow(
     dropout: float = 0.1,
     scale_fn: str = "softplus",
     bound: float = 28.0,
+    activation: str = "gelu_sigmoid",
+    init: str = "official",
+    inner_dropout: bool = False,
 ) -> Flow:
     """PermuteFlow (SurVAE Flows): stochastic permutations make the model permutation
     invariant; ``log_prob`` is a lower bound (``exact`` False). Points must lie in
     ``[0, bound)^D`` (SpatialMNIST: ``bound = 28``). The defaults are the paper's model
-    (6,428,992 parameters for 50 points in 2-D)."""
+    (6,428,992 parameters for 50 points in 2-D), with the official transformer's activation,
+    initialisation and dropout placement (see :class:`~survae.nn.transformer.Transformer`;
+    survae's alternatives: ``activation="gelu"``, ``init="xavier"``, ``inner_dropout=True``)."""
     # the parameters, as the keyword arguments of the shared model
     return _point_flow("permute_flow", False, **locals())
 
@@ -283,12 +294,16 @@ def sort_flow(
     dropout: float = 0.2,
     scale_fn: str = "softplus",
     bound: float = 28.0,
+    activation: str = "gelu_sigmoid",
+    init: str = "official",
+    inner_dropout: bool = False,
     shuffle_seed: int = 0,
 ) -> Flow:
     """SortFlow (SurVAE Flows): sorting the points by their first coordinate makes the model
     permutation invariant with an exact likelihood (contribution ``-log N!``); the steps use
     fixed shuffles (seeds ``shuffle_seed + step``) and position-aware across-point nets.
-    The defaults are the paper's model (6,480,192 parameters for 50 points in 2-D)."""
+    The defaults are the paper's model (6,480,192 parameters for 50 points in 2-D), with the
+    official transformer options as in :func:`permute_flow`."""
     # the parameters, as the keyword arguments of the shared model
     return _point_flow("sort_flow", True, **locals())
 

@@ -12,7 +12,8 @@ its nominal density truncated to that square (for most sets nothing or a handful
 a million are affected; checkerboard and corners reach the border and lose a 1e-3 strip).
 
 Splits: train, validation and test are independent samples (sizes ``train_size``,
-``val_size``, ``test_size``; SurVAE used 128k training points) from streams seeded with
+``val_size``, ``test_size``; the official SurVAE toy scripts draw 128,000 training and 128,000
+test points, the defaults here) from streams seeded with
 ``(data_seed, split)``, so e.g. changing ``train_size`` leaves the test set unchanged.
 """
 
@@ -147,7 +148,7 @@ class ToyDataModule(FlowDataModule):
         self,
         train_size: int = 128_000,
         val_size: int = 10_000,
-        test_size: int = 10_000,
+        test_size: int = 128_000,
         batch_size: int = 128,
         **kwargs,
     ):

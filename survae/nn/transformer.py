@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from survae.errors import check_shape
 from survae.nn.build import zero_init_
 from survae.nn.dropout import Dropout, dropout
+from survae.nn.mlp import activation as make_activation
 from survae.registry import register
 
 
@@ -56,21 +57,45 @@ class SelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN block: ``x + drop(attn(LN(x)))`` then ``x + drop(W₂ drop(GELU(W₁ LN(x))))``."""
+    """Pre-LN block: ``x + drop(attn(LN(x)))`` then ``x + drop(W₂ act(W₁ LN(x)))`` (the official
+    SurVAE ``DenseTransformerBlock``); ``inner_dropout=True`` also drops after the activation."""
 
-    def __init__(self, d_model: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dim_feedforward: int,
+        dropout: float = 0.0,
+        activation_name: str = "gelu",
+        inner_dropout: bool = True,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
         self.attn = SelfAttention(d_model, num_heads, dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.act = make_activation(activation_name)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.dropout = Dropout(dropout)
+        self.inner_dropout = inner_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.dropout(self.attn(self.norm1(x)))
-        h = self.dropout(F.gelu(self.linear1(self.norm2(x))))
+        h = self.act(self.linear1(self.norm2(x)))
+        if self.inner_dropout:
+            h = self.dropout(h)
         return x + self.dropout(self.linear2(h))
+
+
+def _official_init_(block: TransformerBlock) -> None:
+    """The official SurVAE code's block initialisation (Sparse Transformer, Child et al. 2019,
+    Sec. 6): every attention and feed-forward weight ~ N(0, (0.125 / √fan_in)²), biases 0."""
+    for linear in (block.attn.in_proj, block.attn.out_proj, block.linear1, block.linear2):
+        nn.init.normal_(linear.weight, std=0.125 / math.sqrt(linear.weight.shape[1]))
+        nn.init.zeros_(linear.bias)
+
+
+INITS = ("official", "xavier")
 
 
 @register("network", "transformer")
@@ -82,6 +107,15 @@ class Transformer(nn.Module):
     identity. ``positional_embedding=P`` adds an embedding over exactly ``P`` positions (inputs
     must then have ``N == P`` points; SortFlow's across-point couplings, whose points are
     ordered) and makes the network position-aware rather than permutation-equivariant.
+
+    Options where survae and the official SurVAE code (``experiments/point_cloud/nets.py``)
+    differ; the paper configs choose the official ones:
+
+    * ``activation``: ``"gelu_sigmoid"`` (official, ``x·sigmoid(1.702x)``) or ``"gelu"`` (exact);
+    * ``init``: ``"official"`` (block weights N(0, (0.125/√fan_in)²), block biases 0) or
+      ``"xavier"`` (Xavier-uniform attention input projection, zero attention biases, PyTorch
+      defaults elsewhere); both then divide the residual outputs' weights by √(2·num_layers);
+    * ``inner_dropout``: also drop after the feed-forward activation (the official code does not).
     """
 
     def __init__(
@@ -95,8 +129,13 @@ class Transformer(nn.Module):
         dropout: float = 0.1,
         positional_embedding: int | None = None,
         zero_init_output: bool = True,
+        activation: str = "gelu",
+        init: str = "xavier",
+        inner_dropout: bool = True,
     ):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"Transformer: unknown init {init!r}; valid: {', '.join(INITS)}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_positions = positional_embedding
         self.inp = nn.Linear(in_channels, d_model)
@@ -107,9 +146,14 @@ class Transformer(nn.Module):
         else:
             self.register_parameter("pos_emb", None)
         self.layers = nn.ModuleList(
-            TransformerBlock(d_model, num_heads, dim_feedforward, dropout)
+            TransformerBlock(
+                d_model, num_heads, dim_feedforward, dropout, activation, inner_dropout
+            )
             for _ in range(num_layers)
         )
+        if init == "official":
+            for layer in self.layers:
+                _official_init_(layer)
         # Scale residual-branch outputs down with depth (GPT-2 style) for a stable start.
         with torch.no_grad():
             for layer in self.layers:

@@ -222,3 +222,25 @@ def test_small_point_flow_learns_tiny_point_sets(arch):
     with torch.no_grad():
         after = loss_on(data).item()
     assert after < before - 0.5, (before, after)
+
+
+@pytest.mark.parametrize("arch", ["permute_flow", "sort_flow"])
+def test_paper_models_use_the_official_transformer_options(arch):
+    from survae.nn.mlp import SigmoidGELU
+    from survae.nn.transformer import Transformer
+
+    def nets(model):
+        return [m for m in model.modules() if isinstance(m, Transformer)]
+
+    paper = build_model({"architecture": arch, **TINY}, (8, 2))
+    assert nets(paper)
+    for net in nets(paper):
+        for block in net.layers:
+            assert isinstance(block.act, SigmoidGELU) and not block.inner_dropout
+            assert torch.equal(block.linear1.bias, torch.zeros_like(block.linear1.bias))
+    own = {"activation": "gelu", "init": "xavier", "inner_dropout": True}
+    ours = build_model({"architecture": arch, **TINY, **own}, (8, 2))
+    for net in nets(ours):
+        for block in net.layers:
+            assert isinstance(block.act, torch.nn.GELU) and block.inner_dropout
+            assert block.linear1.bias.abs().sum() > 0  # PyTorch default, not zeroed

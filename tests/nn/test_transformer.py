@@ -1,5 +1,7 @@
 """Point-set transformer: shapes, identity start, equivariance, positional embedding."""
 
+import math
+
 import pytest
 import torch
 
@@ -133,3 +135,57 @@ def test_self_attention_cuda_kernel_matches_cpu_path():
     expected = attn(x)
     got = attn.cuda()(x.cuda()).cpu()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------- official-code options
+def test_sigmoid_gelu_is_the_official_formula():
+    from survae.nn.mlp import SigmoidGELU, activation
+
+    x = torch.tensor([-3.0, -1.0, -0.25, 0.0, 0.5, 2.0], dtype=torch.float64)
+    ref = torch.tensor([v / (1.0 + math.exp(-1.702 * v)) for v in x.tolist()], dtype=x.dtype)
+    torch.testing.assert_close(SigmoidGELU()(x), ref)
+    assert isinstance(activation("gelu_sigmoid"), SigmoidGELU)
+    # it is an approximation: not the exact GELU used with activation="gelu"
+    assert (SigmoidGELU()(x) - torch.nn.functional.gelu(x)).abs().max() > 1e-3
+
+
+def test_activation_option_reaches_the_blocks():
+    from survae.nn.mlp import SigmoidGELU
+
+    net = Transformer(2, 4, d_model=16, num_heads=4, dim_feedforward=32, activation="gelu_sigmoid")
+    assert all(isinstance(b.act, SigmoidGELU) for b in net.layers)
+    assert isinstance(Transformer(2, 4, d_model=16, num_heads=4).layers[0].act, torch.nn.GELU)
+    with pytest.raises(ValueError, match="Unknown activation 'swish'.*gelu_sigmoid"):
+        Transformer(2, 4, d_model=16, num_heads=4, activation="swish")
+
+
+def test_official_init_statistics():
+    torch.manual_seed(0)
+    net = Transformer(2, 4, d_model=64, num_layers=2, dim_feedforward=256, init="official")
+    depth = math.sqrt(2 * 2)
+    for block in net.layers:
+        for linear, div in ((block.attn.in_proj, 1.0), (block.linear1, 1.0),
+                            (block.attn.out_proj, depth), (block.linear2, depth)):  # fmt: skip
+            want = 0.125 / math.sqrt(linear.weight.shape[1]) / div
+            assert linear.weight.std().item() == pytest.approx(want, rel=0.1)
+            assert linear.weight.mean().abs().item() < want / 5
+            assert torch.equal(linear.bias, torch.zeros_like(linear.bias))
+    assert torch.equal(net.out.weight, torch.zeros_like(net.out.weight))
+    xavier = Transformer(2, 4, d_model=64, num_layers=2, dim_feedforward=256, init="xavier")
+    in_std = xavier.layers[0].attn.in_proj.weight.std().item()
+    assert in_std == pytest.approx(math.sqrt(2.0 / (64 + 192)), rel=0.1)
+    with pytest.raises(ValueError, match="unknown init 'normal'.*official, xavier"):
+        Transformer(2, 4, init="normal")
+
+
+def test_inner_dropout_option():
+    x = torch.randn(1, 5, 16)
+    for inner, expect_changed in ((False, False), (True, True)):
+        net = Transformer(2, 4, d_model=16, num_heads=4, dim_feedforward=32, dropout=0.5,
+                          inner_dropout=inner)  # fmt: skip
+        block = net.layers[0].train()
+        calls: list[int] = []
+        block.dropout.register_forward_hook(lambda m, i, o, c=calls: c.append(i[0].shape[-1]))
+        block(x)
+        # dropout after attention and after W2 (d_model wide); inner: also after act (32 wide)
+        assert (32 in calls) is expect_changed and calls.count(16) == 2

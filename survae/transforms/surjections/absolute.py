@@ -18,20 +18,26 @@ from survae.utils import sum_except_batch
 class AbsSurjection(Surjection):
     """Inference surjection ``z = |x|`` elementwise (SurVAE Flows, Nielsen et al. 2020, AbsFlow).
 
-    The sign ``s`` of each element is modelled by a learned Bernoulli ``p(s = +1) =
-    sigmoid(logit)``; ``logits`` is a parameter of shape ``shape`` (default ``()``: one
-    probability shared by all elements; e.g. ``shape=(2,)`` for one per feature of 2-D data),
-    initialised at 1/2. Since each sign branch is an isometry,
+    The sign ``s`` of each element is a Bernoulli ``p(s = +1) = sigmoid(logit)`` with ``logits``
+    of shape ``shape`` (default ``()``: one probability shared by all elements; e.g.
+    ``shape=(2,)`` for one per feature of 2-D data), initialised at 1/2. With
+    ``learn_signs=True`` (survae's option) the logits are learned parameters; with ``False``
+    they are a fixed zero buffer, ``p(s) = 1/2``, as the official SurVAE ``AbsSurjection``
+    (the paper's AbsFlow). Since each sign branch is an isometry,
     ``p(x) = p(|x|) · p(sign(x))``, so the exact likelihood contribution is
     ``Σ_i log p(s_i)`` with ``s_i = sign(x_i)`` (``x_i = 0`` counts as positive).
 
     ``inverse`` samples the signs and returns ``s · z``.
     """
 
-    def __init__(self, shape: int | Sequence[int] = ()):
+    def __init__(self, shape: int | Sequence[int] = (), learn_signs: bool = True):
         super().__init__()
         self.shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
-        self.logits = nn.Parameter(torch.zeros(self.shape))
+        self.learn_signs = bool(learn_signs)
+        if self.learn_signs:
+            self.logits = nn.Parameter(torch.zeros(self.shape))
+        else:
+            self.register_buffer("logits", torch.zeros(self.shape))
 
     def _check(self, x: torch.Tensor, what: str) -> None:
         if self.shape:
@@ -50,3 +56,6 @@ class AbsSurjection(Surjection):
         p_pos = torch.sigmoid(self.logits).to(z.dtype)
         positive = torch.rand_like(z) < p_pos
         return torch.where(positive, z, -z)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}, learn_signs={self.learn_signs}"

@@ -75,3 +75,13 @@ def test_shape_error():
     layer = AbsSurjection(shape=(2,))
     with pytest.raises(ShapeError, match=r"AbsSurjection.*\(\*, 2\).*\(4, 3\)"):
         layer(torch.randn(4, 3))
+
+
+def test_fixed_fair_signs_as_the_official_layer():
+    layer = AbsSurjection(shape=(2,), learn_signs=False)
+    assert list(layer.parameters()) == [] and "logits" in layer.state_dict()
+    x = torch.tensor([[1.0, -2.0], [-0.5, -0.1]])
+    z, ldj = layer(x)
+    torch.testing.assert_close(ldj, torch.full((2,), 2 * math.log(0.5)))
+    flow = Flow(StandardNormal(2), [layer])
+    assert flow.sample(5).shape == (5, 2)
