@@ -28,3 +28,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class DatasetCorruptedError(RuntimeError):
     """Files exist but are not what the loader expects (bad checksum, header or layout)."""
+
+
+class UnsafePickleError(DatasetCorruptedError):
+    """A data pickle names a Python object outside its format's allow-list: loading it could
+    run code, so it is refused (the message names the file and the refused ``module.name``)."""

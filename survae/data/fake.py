@@ -78,9 +78,9 @@ def _gas(root: Path, num: int, rng: np.random.Generator) -> None:
     meta = np.stack([np.arange(n), rng.normal(size=n), rng.normal(size=n)], 1)
     columns = ["Time", "Meth", "Eth"] + [f"S{i}" for i in range(16)]
     (root / "gas").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(np.hstack([meta, sensors]), columns=columns).to_pickle(
-        root / "gas" / "ethylene_CO.pickle"
-    )
+    # object-dtype labels: the same pickle whichever string backend pandas defaults to
+    frame = pd.DataFrame(np.hstack([meta, sensors]), columns=pd.Index(columns, dtype=object))
+    frame.to_pickle(root / "gas" / "ethylene_CO.pickle")
 
 
 def _hepmass(root: Path, num: int, rng: np.random.Generator) -> None:

@@ -42,15 +42,45 @@ from survae.registry import register
 NUM_TRAIN_BATCHES = 10
 
 
+def _damaged(path: str, err: BaseException) -> DatasetCorruptedError:
+    detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+    return DatasetCorruptedError(f"{path}: not a readable Downsampled ImageNet .npz ({detail})")
+
+
 def npz_array_shape(path: str, key: str = "data") -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of array ``key`` in an ``.npz`` file, read from its header only."""
-    with zipfile.ZipFile(path) as zf, zf.open(key + ".npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if key + ".npy" not in zf.namelist():
+                arrays = [n.removesuffix(".npy") for n in zf.namelist()]
+                raise DatasetCorruptedError(
+                    f"{path}: no {key!r} array (it holds {arrays or 'nothing'}); the file is "
+                    "damaged or not a Downsampled ImageNet batch"
+                )
+            with zf.open(key + ".npy") as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
+        raise _damaged(path, err) from err
     return tuple(shape), np.dtype(dtype)
+
+
+def read_npz_data(path: str, key: str = "data") -> np.ndarray:
+    """Array ``key`` of an ``.npz`` file, never unpickling; a damaged file or a missing array
+    raises :class:`DatasetCorruptedError` naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if key not in f.files:
+                raise DatasetCorruptedError(
+                    f"{path}: no {key!r} array (it holds {f.files or 'nothing'}); the file is "
+                    "damaged or not a Downsampled ImageNet batch"
+                )
+            return f[key]
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
+        raise _damaged(path, err) from err
 
 
 def _batch_number(path: str) -> int:
@@ -126,8 +156,7 @@ class DownsampledImageNetDataModule(ImageDataModule):
     def _read_in_memory(self, paths: list[str]) -> torch.Tensor:
         arrays = []
         for p in paths:
-            with np.load(p) as f:
-                data = f["data"]
+            data = read_npz_data(p)
             self._check_flat_shape(p, data.shape, data.dtype)
             arrays.append(data.reshape(-1, *self.shape))
         return torch.from_numpy(np.concatenate(arrays, 0))
@@ -157,15 +186,14 @@ class DownsampledImageNetDataModule(ImageDataModule):
             )
             start = 0
             for p, shape in zip(paths, shapes):
-                with np.load(p) as f:
-                    out[start : start + shape[0]] = f["data"].reshape(-1, *self.shape)
+                out[start : start + shape[0]] = read_npz_data(p).reshape(-1, *self.shape)
                 start += shape[0]
             out.flush()
             del out
             os.replace(tmp, array_path)
             with open(meta_path, "w") as f:
                 json.dump({"sources": sources}, f)
-        return np.load(array_path, mmap_mode="r")
+        return np.load(array_path, mmap_mode="r", allow_pickle=False)
 
     def _prepare(self) -> None:
         if self.memory_map and self._files_present():

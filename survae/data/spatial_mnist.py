@@ -131,7 +131,7 @@ class SpatialMNISTDataModule(FlowDataModule):
     def _read_cache(self) -> dict[str, np.ndarray] | None:
         if not os.path.isfile(self.cache_path):
             return None
-        with np.load(self.cache_path) as f:
+        with np.load(self.cache_path, allow_pickle=False) as f:
             splits = {s: f[s] for s in ("train", "test")}
         for s, x in splits.items():
             if x.shape[1:] != self.shape or x.dtype != np.float32:

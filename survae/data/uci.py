@@ -17,24 +17,77 @@ name           files under ``root``                                   dim
 
 ``download=True`` fetches the archive (about 1 GB) into ``root`` and unpacks the needed
 folder (:func:`survae.data.fetch.download_maf_data`). The processed splits are cached as
-float32 in ``<folder>/maf_splits.npz`` (rebuilt when the source files' sizes change; pass
-``cache=False`` to skip). Batches are float32 ``[B, D]``.
+float32 in ``<folder>/maf_splits.npz``, keyed on the SHA-256 of every source file's bytes and
+:data:`PREPROCESSING_VERSION` (rebuilt when either changes; pass ``cache=False`` to skip).
+Batches are float32 ``[B, D]``.
+
+Untrusted files: the GAS pickle is read with :func:`survae.data.io.restricted_load` (only the
+pandas/numpy globals a DataFrame pickle holds; anything else is refused before it runs), ``.npy``
+files never with pickles allowed, and a source file holding NaN or infinite cells is refused at
+load with its name, the count and the first row (MAF's files have none).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
+import zipfile
 
 import numpy as np
 import torch
 
 from survae.data.base import ArrayDataset, FlowDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
+from survae.data.io import PANDAS_FRAME_GLOBALS, restricted_load
 from survae.registry import register
 
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+#: Part of the cache key: bump it whenever a ``preprocess_*`` function changes its output.
+PREPROCESSING_VERSION = 1
+
+
+# --- reading and checking the source files -------------------------------------------------
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_finite_table(path: str, data: np.ndarray) -> np.ndarray:
+    """Return ``data`` (2-D, numeric) or raise :class:`DatasetCorruptedError` naming ``path``,
+    the number of NaN / infinite cells and the first one's row and column."""
+    data = np.asarray(data)
+    if data.ndim != 2 or not np.issubdtype(data.dtype, np.number):
+        raise DatasetCorruptedError(
+            f"{path}: expected a 2-D numeric table, got {data.dtype} of shape {data.shape}"
+        )
+    bad = ~np.isfinite(data)
+    if bad.any():
+        nan = int(np.isnan(data).sum())
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise DatasetCorruptedError(
+            f"{path}: {nan} NaN and {int(bad.sum()) - nan} infinite cell(s), the first at row "
+            f"{row}, column {col} (data rows and columns counted from 0); MAF's files have none: "
+            "the file is damaged or not the right one (download it again)"
+        )
+    return data
+
+
+def load_npy(path: str) -> np.ndarray:
+    """A ``.npy`` array, never unpickling (object arrays are refused), as a damage-checked
+    table."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        detail = " ".join(str(err).split())[:200]
+        raise DatasetCorruptedError(f"{path}: not a readable .npy array ({detail})") from err
+    return check_finite_table(path, data)
 
 
 # --- MAF's preprocessing -------------------------------------------------------------------
@@ -186,19 +239,33 @@ class UCIDataModule(FlowDataModule):
     def _process(self) -> Splits:
         raise NotImplementedError
 
-    def _sources(self) -> list[list]:
-        return [[os.path.basename(p), os.path.getsize(p)] for p in self.raw_paths]
+    def _sources(self) -> dict:
+        """The cache key: preprocessing version and each source file's name and SHA-256."""
+        return {
+            "version": PREPROCESSING_VERSION,
+            "files": [[os.path.basename(p), file_sha256(p)] for p in self.raw_paths],
+        }
 
     def _read_cache(self) -> Splits | None:
         if not (self.cache and os.path.isfile(self.cache_path)):
             return None
-        with np.load(self.cache_path) as f:
-            try:
-                if json.loads(str(f["sources"])) != self._sources():
-                    return None
-            except OSError:  # raw files gone: the cache is all there is
-                pass
-            return tuple(f[k] for k in ("train", "validation", "test"))
+        try:
+            with np.load(self.cache_path, allow_pickle=False) as f:
+                key = json.loads(str(f["sources"]))
+                splits = tuple(f[k] for k in ("train", "validation", "test"))
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as err:
+            if all(os.path.isfile(p) for p in self.raw_paths):
+                return None  # a damaged cache is rebuilt from the source files
+            raise DatasetCorruptedError(
+                f"{self.cache_path}: damaged cache and no source files to rebuild it from "
+                f"({type(err).__name__}); delete it and provide {', '.join(self.files)}"
+            ) from err
+        try:
+            if key != self._sources():
+                return None
+        except OSError:  # raw files gone: the cache is all there is
+            pass
+        return splits
 
     def _write_cache(self, splits: Splits) -> None:
         tmp = self.cache_path + ".tmp.npz"
@@ -253,7 +320,7 @@ class PowerDataModule(UCIDataModule):
     files = ("data.npy",)
 
     def _process(self) -> Splits:
-        return preprocess_power(np.load(self.raw_paths[0]))
+        return preprocess_power(load_npy(self.raw_paths[0]))
 
 
 @register("dataset", "gas")
@@ -273,8 +340,17 @@ class GasDataModule(UCIDataModule):
                 "gas: reading ethylene_CO.pickle (a pandas DataFrame) needs pandas: "
                 "`pip install pandas`"
             ) from err
-        frame = pd.read_pickle(self.raw_paths[0])
-        return preprocess_gas([str(c) for c in frame.columns], frame.to_numpy(dtype=np.float64))
+        path = self.raw_paths[0]
+        frame = restricted_load(path, PANDAS_FRAME_GLOBALS, "GAS pandas DataFrame pickle")
+        if not isinstance(frame, pd.DataFrame):
+            raise DatasetCorruptedError(
+                f"{path}: expected a pandas DataFrame, got {type(frame).__name__}"
+            )
+        try:
+            table = frame.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DatasetCorruptedError(f"{path}: non-numeric cells ({err})") from err
+        return preprocess_gas([str(c) for c in frame.columns], check_finite_table(path, table))
 
 
 @register("dataset", "hepmass")
@@ -289,7 +365,12 @@ class HepmassDataModule(UCIDataModule):
     def _process(self) -> Splits:
         # pandas.read_csv in MAF: the first line is a header; comma separated numbers follow.
         def read(path: str) -> np.ndarray:
-            return np.loadtxt(path, delimiter=",", skiprows=1, comments=None, ndmin=2)
+            try:
+                table = np.loadtxt(path, delimiter=",", skiprows=1, comments=None, ndmin=2)
+            except ValueError as err:  # empty or non-numeric cells, ragged rows
+                detail = " ".join(str(err).split())[:200]
+                raise DatasetCorruptedError(f"{path}: not a numeric CSV table ({detail})") from err
+            return check_finite_table(path, table)
 
         return preprocess_hepmass(read(self.raw_paths[0]), read(self.raw_paths[1]))
 
@@ -304,7 +385,7 @@ class MiniBooNEDataModule(UCIDataModule):
     files = ("data.npy",)
 
     def _process(self) -> Splits:
-        return preprocess_miniboone(np.load(self.raw_paths[0]))
+        return preprocess_miniboone(load_npy(self.raw_paths[0]))
 
 
 @register("dataset", "bsds300")
@@ -331,5 +412,6 @@ class BSDS300DataModule(UCIDataModule):
                     f"{self.raw_paths[0]}: missing data sets {missing} (has {list(f.keys())})"
                 )
             return tuple(
-                np.asarray(f[k], dtype=np.float32) for k in ("train", "validation", "test")
+                check_finite_table(f"{self.raw_paths[0]}:{k}", np.asarray(f[k], dtype=np.float32))
+                for k in ("train", "validation", "test")
             )
