@@ -1,8 +1,15 @@
-"""scripts/report.py turns run records into a table against the targets."""
+"""scripts/report.py: run records grouped over seeds, marked runs kept apart from published
+targets, older records, sweep folders with their table and plot."""
+
+from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
+
+import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,32 +21,144 @@ def _report():
     return module
 
 
+def _write_run(folder: Path, overrides: list[str] | None = None, **record) -> Path:
+    """A run folder with results.json (and Hydra's overrides.yaml when ``overrides`` given)."""
+    folder.mkdir(parents=True)
+    rec = {"experiment": "glow_cifar10", "metric": "bpd", "exact": False, "steps": 100,
+           "epochs": 1, "wall_time_s": 60.0, "hardware": "CPU", **record}  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(rec))
+    if overrides is not None:
+        (folder / ".hydra").mkdir()
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    return folder
+
+
+def _rows(text: str) -> list[list[str]]:
+    """Table cells per data row (header and separator dropped)."""
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()[2:]]
+
+
+COLUMNS = ["experiment", "overrides", "metric", "n", "ours", "exact", "published", "difference",
+           "val", "steps", "epochs", "wall", "hardware", "notes"]  # fmt: skip
+
+
+def _by_column(text: str) -> list[dict[str, str]]:
+    return [dict(zip(COLUMNS, row, strict=True)) for row in _rows(text)]
+
+
 def test_table_from_results_and_csv(tmp_path):
-    run = tmp_path / "outputs" / "glow_cifar10" / "r1"
-    run.mkdir(parents=True)
-    (run / "results.json").write_text(
-        json.dumps(
-            {
-                "experiment": "glow_cifar10",
-                "metric": "bpd",
-                "test": 3.5,
-                "exact": False,
-                "steps": 1000,
-                "epochs": 2,
-                "wall_time_s": 120.0,
-                "hardware": "CPU",
-                "date": "2026-01-01",
-            }
-        )
-    )
+    _write_run(tmp_path / "outputs" / "glow_cifar10" / "r1", test=3.5, epochs=2, steps=1000)
     csv_dir = tmp_path / "outputs" / "maf_power" / "r2" / "csv"
     csv_dir.mkdir(parents=True)
     (csv_dir / "hparams.yaml").write_text("task_name: maf_power\n")
     (csv_dir / "metrics.csv").write_text("epoch,step,test/nll,test/exact\n3,300,-0.04,1.0\n")
-    text = _report().main([str(tmp_path / "outputs")])
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
-    glow = [c.strip() for c in rows["glow_cifar10"].split("|")]
-    assert glow[2:7] == ["bpd", "3.500", "bound", "3.35 bpd", "0.150"]
-    maf = [c.strip() for c in rows["maf_power"].split("|")]
+    rows = {r["experiment"]: r for r in _by_column(_report().main([str(tmp_path / "outputs")]))}
+    glow = rows["glow_cifar10"]
+    assert [glow[k] for k in ("metric", "n", "ours", "exact", "published", "difference")] == [
+        "bpd", "1", "3.500", "bound", "3.35 bpd", "0.150"
+    ]  # fmt: skip
+    assert glow["steps"] == "1000" and glow["notes"] == "–"
+    maf = rows["maf_power"]
     # nll -0.04 means ll 0.04; published MAF (5) ll 0.14 -> difference -0.1
-    assert maf[3] == "-0.040" and maf[4] == "exact" and maf[6] == "-0.100"
+    assert maf["ours"] == "-0.040" and maf["exact"] == "exact" and maf["difference"] == "-0.100"
+
+
+def test_seeds_are_averaged_with_their_spread_and_count(tmp_path):
+    out = tmp_path / "outputs"
+    for seed, value in enumerate([3.0, 3.2, 3.4]):
+        _write_run(out / f"s{seed}", overrides=[f"seed={seed}"], test=value, seed=seed,
+                   val=value + 0.1)  # fmt: skip
+    _write_run(out / "lr", overrides=["optim.lr=0.01", "seed=0"], test=4.0, seed=0)
+    rows = _by_column(_report().main([str(out)]))
+    assert len(rows) == 2
+    plain = next(r for r in rows if r["overrides"] == "–")
+    # mean 3.2, sample std sqrt(((-.2)^2 + 0 + .2^2) / 2) = 0.2
+    assert plain["n"] == "3" and plain["ours"] == "3.200 ± 0.200"
+    assert plain["difference"] == f"{3.2 - 3.35:.3f}" and plain["val"] == "3.300"
+    lr = next(r for r in rows if r["overrides"] == "optim.lr=0.01")
+    assert lr["n"] == "1" and lr["ours"] == "4.000"
+
+
+@pytest.mark.parametrize(
+    ("record", "note"),
+    [
+        ({"fake_data": True, "data_name": "fake_cifar10"}, "fake data"),
+        ({"debug": True}, "debug"),
+        ({"finished": False}, "unfinished"),
+        ({"command": "run.py experiment=glow_cifar10 debug=fast_dev_run"}, "debug"),  # older
+    ],
+)
+def test_marked_runs_are_kept_apart_and_never_compared(tmp_path, record, note):
+    out = tmp_path / "outputs"
+    _write_run(out / "good", test=3.4, seed=0)
+    _write_run(out / "marked", test=9.9, seed=1, **record)
+    rows = _by_column(_report().main([str(out)]))
+    assert len(rows) == 2, "a marked run must not be averaged with the others"
+    good = next(r for r in rows if r["notes"] == "–")
+    marked = next(r for r in rows if r["notes"] != "–")
+    assert good["ours"] == "3.400" and good["difference"] == "0.050"
+    assert marked["ours"] == "9.900" and note in marked["notes"]
+    assert "not compared" in marked["notes"]
+    assert marked["published"] == "–" and marked["difference"] == "–"
+
+
+def test_older_record_reads_overrides_from_hydra(tmp_path):
+    out = tmp_path / "outputs"
+    _write_run(out / "a", overrides=["model.coupling=additive", "seed=1"], test=3.6)
+    _write_run(out / "b", overrides=["model.coupling=additive", "seed=2"], test=3.8)
+    (row,) = _by_column(_report().main([str(out)]))
+    assert row["overrides"] == "model.coupling=additive" and row["n"] == "2"
+    assert row["ours"] == f"3.700 ± {math.sqrt(0.02):.3f}"
+
+
+def test_unfinished_csv_log_reports_val(tmp_path):
+    csv_dir = tmp_path / "outputs" / "glow_cifar10" / "r" / "csv"
+    csv_dir.mkdir(parents=True)
+    (csv_dir / "hparams.yaml").write_text("task_name: glow_cifar10\n")
+    (csv_dir / "metrics.csv").write_text("epoch,step,val/bpd,val/exact\n0,50,4.2,0.0\n")
+    (row,) = _by_column(_report().main([str(tmp_path / "outputs")]))
+    assert row["ours"] == "4.200 (val)" and "unfinished" in row["notes"]
+    assert row["difference"] == "–"
+
+
+def _sweep(tmp_path: Path) -> Path:
+    sweep = tmp_path / "multirun" / "optuna_2026-01-01_12-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    job = 0
+    for lr, values in (("0.001", [3.0, 3.2]), ("0.01", [3.5, 3.7]), ("0.1", [5.0, 5.0])):
+        for seed, value in enumerate(values):
+            _write_run(sweep / f"{job}_glow_cifar10", overrides=[f"optim.lr={lr}", f"seed={seed}"],
+                       test=value, seed=seed)  # fmt: skip
+            job += 1
+    return sweep
+
+
+def test_sweep_folder_gets_a_table_and_a_plot(tmp_path):
+    report = _report()
+    sweep = _sweep(tmp_path)
+    assert report.is_sweep_folder(sweep)
+    text = report.main([str(sweep)])
+    rows = {r["overrides"]: r for r in _by_column(text)}
+    assert set(rows) == {"optim.lr=0.001", "optim.lr=0.01", "optim.lr=0.1"}
+    assert rows["optim.lr=0.001"]["ours"] == f"3.100 ± {math.sqrt(0.02):.3f}"
+    assert rows["optim.lr=0.1"]["ours"] == "5.000 ± 0.000" and rows["optim.lr=0.1"]["n"] == "2"
+    assert (sweep / "report.md").read_text().strip() == text.strip()
+    from PIL import Image
+
+    with Image.open(sweep / "report.png") as image:
+        assert image.width >= 600 and image.height >= 400
+    assert report.swept_keys(report.group_runs(report.collect_local([sweep]))) == ["optim.lr"]
+
+
+def test_plot_goes_where_asked(tmp_path):
+    sweep = _sweep(tmp_path)
+    plot, md = tmp_path / "figs" / "lr.png", tmp_path / "t.md"
+    _report().main([str(sweep), "--plot", str(plot), "--markdown", str(md)])
+    assert plot.is_file() and md.read_text().startswith("| experiment |")
+    assert not (sweep / "report.png").exists()
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="no such folder: .*nowhere"):
+        _report().main([str(tmp_path / "nowhere")])
