@@ -15,10 +15,11 @@ from survae.metrics.likelihood import (
     per_point_log_likelihood,
 )
 from survae.metrics.sample_quality import (
-    INCEPTION_WEIGHTS_CONFIG_KEY,
     INCEPTION_WEIGHTS_ENV,
     INCEPTION_WEIGHTS_FILENAME,
+    INCEPTION_WEIGHTS_FLAG,
     INCEPTION_WEIGHTS_URL,
+    SMALL_FEATURES_FLAG,
     ImageFeatureExtractor,
     InceptionFeatureExtractor,
     SmallFeatureExtractor,
@@ -31,10 +32,11 @@ from survae.metrics.sample_quality import (
 
 __all__ = [
     "DATA_KINDS",
-    "INCEPTION_WEIGHTS_CONFIG_KEY",
     "INCEPTION_WEIGHTS_ENV",
     "INCEPTION_WEIGHTS_FILENAME",
+    "INCEPTION_WEIGHTS_FLAG",
     "INCEPTION_WEIGHTS_URL",
+    "SMALL_FEATURES_FLAG",
     "ImageFeatureExtractor",
     "InceptionFeatureExtractor",
     "LikelihoodMetric",

@@ -40,8 +40,10 @@ INCEPTION_WEIGHTS_URL = (
 )
 #: environment variable naming the local weights file
 INCEPTION_WEIGHTS_ENV = "SURVAE_INCEPTION_WEIGHTS"
-#: config key naming the local weights file
-INCEPTION_WEIGHTS_CONFIG_KEY = "metrics.inception_weights"
+#: scripts/eval_sample.py's option naming the local weights file
+INCEPTION_WEIGHTS_FLAG = "--inception-weights"
+#: scripts/eval_sample.py's option for the small network when the weights are absent
+SMALL_FEATURES_FLAG = "--small-features"
 
 
 class ImageFeatureExtractor(nn.Module):
@@ -211,10 +213,10 @@ def resolve_inception_weights(weights_path: str | os.PathLike | None = None) -> 
     raise FileNotFoundError(
         f"Inception weights for FID/IS not found at {looked} ({source}). survae never downloads "
         f"them: fetch {INCEPTION_WEIGHTS_URL} on a machine with network access, copy the file "
-        f"to this machine, and point to it with the config key "
-        f"`{INCEPTION_WEIGHTS_CONFIG_KEY}=/path/to/{INCEPTION_WEIGHTS_FILENAME}` or the "
-        f"environment variable {INCEPTION_WEIGHTS_ENV}. Without it, use SmallFeatureExtractor "
-        f"(scores not comparable to published ones)."
+        f"to this machine, and pass `{INCEPTION_WEIGHTS_FLAG} /path/to/"
+        f"{INCEPTION_WEIGHTS_FILENAME}` (scripts/eval_sample.py) or set the environment "
+        f"variable {INCEPTION_WEIGHTS_ENV}. Without it, `{SMALL_FEATURES_FLAG}` computes the "
+        f"same metrics with a small random network (scores not comparable to published ones)."
     )
 
 
@@ -224,8 +226,8 @@ def inception_feature_extractor(
 ) -> InceptionFeatureExtractor:
     """The FID Inception-v3 loaded from a local ``pt_inception-2015-12-05-6726825d.pth``.
 
-    ``weights_path`` (config key ``metrics.inception_weights``) or else the environment variable
-    ``SURVAE_INCEPTION_WEIGHTS`` names the file; see :func:`resolve_inception_weights`.
+    ``weights_path`` (``scripts/eval_sample.py --inception-weights``) or else the environment
+    variable ``SURVAE_INCEPTION_WEIGHTS`` names the file; see :func:`resolve_inception_weights`.
     Never touches the network.
     """
     path = resolve_inception_weights(weights_path)

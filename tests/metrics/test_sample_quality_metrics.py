@@ -3,6 +3,7 @@
 import math
 import socket
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,6 @@ from torch import nn
 import survae  # noqa: F401  (installs the torchvision shim before torchmetrics is imported)
 from survae.errors import ShapeError
 from survae.metrics import (
-    INCEPTION_WEIGHTS_CONFIG_KEY,
     INCEPTION_WEIGHTS_ENV,
     INCEPTION_WEIGHTS_FILENAME,
     INCEPTION_WEIGHTS_URL,
@@ -217,7 +217,12 @@ def test_missing_weights_error_names_path_and_how_to_fix(tmp_path):
     message = str(info.value)
     assert str(missing) in message
     assert INCEPTION_WEIGHTS_URL in message
-    assert INCEPTION_WEIGHTS_CONFIG_KEY in message and INCEPTION_WEIGHTS_ENV in message
+    assert INCEPTION_WEIGHTS_ENV in message
+    # the hints name options that exist (scripts/eval_sample.py), not config keys or classes
+    assert "--inception-weights /path/to/" in message and "`--small-features`" in message
+    assert "metrics.inception_weights" not in message and "SmallFeatureExtractor" not in message
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "eval_sample.py").read_text()
+    assert '"--inception-weights"' in script and '"--small-features"' in script
 
 
 def test_missing_weights_from_env_and_default_location(tmp_path, monkeypatch):
