@@ -1,6 +1,10 @@
 """Glow (Kingma & Dhariwal, NeurIPS 2018): multi-scale flows of actnorm, invertible 1×1
 convolutions and affine couplings, with learned priors for the factored-out channels.
 
+The defaults build the model of the official code (github openai/glow, ``model.py`` with
+``tfops.py``) layer for layer and parameter for parameter: 44,603,604 parameters for CIFAR-10
+(``--n_levels 3 --depth 32 --width 512 --learntop``).
+
 Layout for data ``[C, H, W]`` and ``L`` levels of ``K`` steps (as the official code):
 
     uniform dequantization → shift −0.5
@@ -14,14 +18,22 @@ Layout for data ``[C, H, W]`` and ``L`` levels of ``K`` steps (as the official c
 * A step is a :class:`~survae.transforms.base.Sequential` of actnorm, a channel permutation
   (``reverse``, ``shuffle``, ``conv1x1`` or ``conv1x1_lu``: Glow's ablation) and a channel
   coupling (``additive`` or ``affine`` with scale ``sigmoid(s + 2)``) whose network is
-  ``glow_net`` (conv3×3 – actnorm – ReLU – conv1×1 – actnorm – ReLU – zero conv3×3).
+  ``glow_net`` (conv3×3 – actnorm – ReLU – conv1×1 – actnorm – ReLU – zero conv3×3; the official
+  ``f``).
+* Every 3×3 convolution has the official border channel (``edge_bias``: ``tfops.conv2d`` and
+  ``conv2d_zeros`` zero-pad the input and append a channel that is 1 on the padding ring);
+  ``edge_bias=False`` drops it (survae's earlier model).
 * The split is survae's ``slice`` surjection keeping the first half of the channels; the other
   half gets Glow's learned prior ``p(z2 | z1) = N(μ(z1), σ(z1)²)`` whose mean and log-std come
-  from a zero-initialised 3×3 convolution of ``z1`` (so it starts as N(0, I)). Its likelihood
-  contribution ``log p(z2 | z1)`` is exact, so the whole model below the dequantizer is an exact
-  density of the dequantized data.
-* The top prior is a learned diagonal Gaussian (Glow's ``--learntop``; here one mean and
-  log-std per element, a superset of Glow's per-channel parameters).
+  from a zero-initialised 3×3 convolution of ``z1`` (so it starts as N(0, I); official
+  ``split2d_prior``, whose output interleaves mean and log-std where ours has the two halves: the
+  same parameters up to the order of the output channels). Its likelihood contribution
+  ``log p(z2 | z1)`` is exact, so the whole model below the dequantizer is an exact density of
+  the dequantized data.
+* The top prior (``top_prior``): ``"learntop"`` is the official ``prior`` with ``--learntop``,
+  :class:`GlowTopPrior`; ``"per_element"`` is survae's earlier choice, a learned mean and
+  log-std per element (:class:`~survae.distributions.DiagonalNormal`); ``"standard_normal"``
+  is N(0, I) (the official model without ``--learntop``).
 
 :class:`MultiScaleFlow` adds what multi-scale models need beyond :class:`~survae.flows.Flow`:
 temperature applied to every level when sampling (Glow's reduced-temperature samples), and
@@ -30,12 +42,14 @@ temperature applied to every level when sampling (Glow's reduced-temperature sam
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
 
 from survae.distributions import DiagonalNormal, StandardNormal
-from survae.errors import ShapeError
+from survae.distributions.base import Distribution
+from survae.errors import ShapeError, check_shape
 from survae.flows import Flow
 from survae.nn.glow import ZeroConv2d
 from survae.registry import register
@@ -54,6 +68,52 @@ from survae.transforms.surjections.slicing import Slice
 PERMUTATIONS = ("reverse", "shuffle", "conv1x1", "conv1x1_lu")
 #: coupling types of Glow's ablation: NICE's additive and RealNVP/Glow's affine
 COUPLINGS = ("additive", "affine")
+#: top priors: the official learned prior (``--learntop``), survae's earlier per-element
+#: diagonal Gaussian, and N(0, I)
+TOP_PRIORS = ("learntop", "per_element", "standard_normal")
+LOG_2PI = math.log(2 * math.pi)
+
+
+@register("distribution", "glow_top_prior")
+class GlowTopPrior(Distribution):
+    """openai/glow's learned top prior (``prior`` with ``--learntop``): ``N(μ, diag σ²)`` on
+    ``shape = (C, H, W)`` with ``[μ, log σ]`` = a zero-initialised 3×3 convolution
+    (:class:`~survae.nn.glow.ZeroConv2d`: output scale ``exp(3·logs)``, with the official border
+    channel when ``edge_bias``) of a ``[2C, H, W]`` map of zeros.
+
+    On zeros only the bias, the output scale and the border-channel weights act, so ``μ`` and
+    ``log σ`` are one value per channel in the interior plus a learned correction on the border
+    positions; the convolution's other weights get zero gradients but exist, as in the official
+    model (``9·(2C + 1)·2C + 4C`` parameters: 84,000 for CIFAR-10's ``48×4×4`` top). Starts as
+    N(0, I). Sampling at temperature ``T`` draws ``μ + T·σ·ε`` (Glow's ``eps_std``).
+    """
+
+    def __init__(self, shape: Sequence[int], edge_bias: bool = True):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 3:
+            raise ShapeError(f"GlowTopPrior: shape must be (C, H, W), got {self.shape}")
+        C = self.shape[0]
+        self.conv = ZeroConv2d(2 * C, 2 * C, 3, edge_bias=edge_bias)
+
+    def mean_and_log_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``μ`` and ``log σ``, each ``[1, C, H, W]``."""
+        w = self.conv.conv.weight
+        zeros = w.new_zeros(1, 2 * self.shape[0], *self.shape[1:])
+        return self.conv(zeros).chunk(2, dim=1)
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        check_shape(self, x, (None, *self.shape))
+        mean, log_std = self.mean_and_log_std()
+        u = (x - mean) * torch.exp(-log_std)
+        return (-0.5 * (u**2 + LOG_2PI) - log_std).reshape(x.shape[0], -1).sum(1)
+
+    def sample(
+        self, num_samples: int, context: torch.Tensor | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        mean, log_std = self.mean_and_log_std()
+        eps = torch.randn(num_samples, *self.shape, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(log_std) * eps * temperature
 
 
 class MultiScaleFlow(Flow):
@@ -199,12 +259,14 @@ def glow_step(
     coupling: str = "affine",
     scale_fn: str = "sigmoid",
     seed: int = 0,
+    edge_bias: bool = False,
 ) -> Sequential:
     """One step of flow: actnorm → permutation → channel coupling with a ``glow_net``.
 
-    ``seed`` fixes the random shuffle when ``permutation="shuffle"``.
+    ``seed`` fixes the random shuffle when ``permutation="shuffle"``; ``edge_bias`` gives the
+    network's 3×3 convolutions the official border channel.
     """
-    net = {"name": "glow_net", "hidden_channels": hidden_channels}
+    net = {"name": "glow_net", "hidden_channels": hidden_channels, "edge_bias": edge_bias}
     if coupling == "affine":
         layer: Transform = AffineCoupling(channels, net=net, mask="channel", scale_fn=scale_fn)
     else:
@@ -212,13 +274,15 @@ def glow_step(
     return Sequential([ActNorm(channels), _permutation(permutation, channels, seed), layer])
 
 
-def glow_split(channels: int, learned_prior: bool = True) -> Slice:
+def glow_split(channels: int, learned_prior: bool = True, edge_bias: bool = False) -> Slice:
     """Glow's split: keep the first half of the channels; the other half gets the learned prior
-    ``N(μ(z1), σ(z1)²)`` from a zero-initialised 3×3 conv of the kept half (or N(0, I))."""
+    ``N(μ(z1), σ(z1)²)`` from a zero-initialised 3×3 conv of the kept half (or N(0, I)), with
+    the official border channel when ``edge_bias``."""
     keep = channels // 2
     if not learned_prior:
         return Slice(channels, keep)
-    return Slice(channels, keep, decoder=ZeroConv2d(keep, 2 * (channels - keep), 3))
+    net = ZeroConv2d(keep, 2 * (channels - keep), 3, edge_bias=edge_bias)
+    return Slice(channels, keep, decoder=net)
 
 
 @register("architecture", "glow")
@@ -232,7 +296,8 @@ def glow(
     coupling: str = "affine",
     scale_fn: str = "sigmoid",
     learn_split_prior: bool = True,
-    learn_top_prior: bool = True,
+    top_prior: str = "learntop",
+    edge_bias: bool = True,
 ) -> MultiScaleFlow:
     """Glow for images ``[C, H, W]`` of ``num_bins`` levels (see the module docstring).
 
@@ -245,7 +310,11 @@ def glow(
         scale_fn: affine scale map (``"sigmoid"``: Glow's ``sigmoid(s + 2)``); any of
             :data:`survae.transforms.bijections.coupling.LOG_SCALE_FNS`.
         learn_split_prior: Glow's learned ``p(z2 | z1)`` at each split (else N(0, I)).
-        learn_top_prior: learned diagonal Gaussian top prior (``--learntop``; else N(0, I)).
+        top_prior: ``"learntop"`` (official ``--learntop``, :class:`GlowTopPrior`),
+            ``"per_element"`` (a learned mean and log-std per element, survae's earlier choice)
+            or ``"standard_normal"``.
+        edge_bias: the official border input channel of every 3×3 convolution (coupling
+            networks, split priors, top prior); ``False`` gives plain zero-padded convolutions.
 
     ``log_prob`` is a lower bound on ``log P(x)`` of the discrete data (``exact`` is False
     because of the dequantization) and the exact density of the dequantized data.
@@ -257,6 +326,8 @@ def glow(
         )
     if coupling not in COUPLINGS:
         raise ValueError(f"{name}: unknown coupling {coupling!r}; valid: {', '.join(COUPLINGS)}")
+    if top_prior not in TOP_PRIORS:
+        raise ValueError(f"{name}: unknown top_prior {top_prior!r}; valid: {', '.join(TOP_PRIORS)}")
     if num_levels < 1 or num_steps < 1:
         raise ValueError(
             f"{name}: num_levels and num_steps must be >= 1, got {num_levels}, {num_steps}"
@@ -270,18 +341,27 @@ def glow(
         C, H, W = 4 * C, H // 2, W // 2
         for k in range(num_steps):
             seed = level * num_steps + k
-            layers.append(glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed))
+            layers.append(
+                glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed, edge_bias)
+            )
         if level < num_levels - 1:
-            layers.append(glow_split(C, learn_split_prior))
+            layers.append(glow_split(C, learn_split_prior, edge_bias))
             C = C // 2
     top = (C, H, W)
-    base = DiagonalNormal(top) if learn_top_prior else StandardNormal(top)
+    if top_prior == "learntop":
+        base: Distribution = GlowTopPrior(top, edge_bias=edge_bias)
+    elif top_prior == "per_element":
+        base = DiagonalNormal(top)
+    else:
+        base = StandardNormal(top)
     return MultiScaleFlow(base, layers)
 
 
 __all__ = [
     "COUPLINGS",
     "PERMUTATIONS",
+    "TOP_PRIORS",
+    "GlowTopPrior",
     "MultiScaleFlow",
     "check_image_shape",
     "check_num_bins",

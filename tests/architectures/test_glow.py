@@ -9,9 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
-from survae.architectures.glow import COUPLINGS, PERMUTATIONS, MultiScaleFlow, glow
+from survae.architectures.glow import (
+    COUPLINGS,
+    PERMUTATIONS,
+    TOP_PRIORS,
+    GlowTopPrior,
+    MultiScaleFlow,
+    glow,
+)
 from survae.distributions import DiagonalNormal, StandardNormal
 from survae.errors import ShapeError
 from survae.models import build_model
@@ -96,33 +104,28 @@ def brute_force_log_density(model: MultiScaleFlow, y: torch.Tensor) -> torch.Ten
 # --- the paper configuration ----------------------------------------------------------------
 
 
-def test_glow_cifar10_paper_configuration_parameter_count():
+def test_glow_cifar10_paper_configuration():
     spec = _model_config("glow")
     assert (spec["num_levels"], spec["num_steps"], spec["hidden_channels"]) == (3, 32, 512)
     assert (spec["permutation"], spec["coupling"]) == ("conv1x1", "affine")
+    assert (spec["top_prior"], spec["edge_bias"]) == ("learntop", True)
     with torch.device("meta"):  # count without allocating or initialising 44M parameters
         model = build_model(spec, (3, 32, 32), 256)
-    # 44,054,256 parameters. The official Glow model has the same layers except its learned
-    # top prior, a zero conv3×3 96→96 applied to zeros (82,944 + 192 parameters, per-channel in
-    # effect) where ours is a per-element diagonal Gaussian on 48×4×4 (1,536 parameters):
-    # counted the same way the official CIFAR-10 model has 44,135,856 ("about 44 M"), so the
-    # two match up to the top prior's parametrisation.
-    assert _num_params(model) == 44_054_256
-    assert isinstance(model, MultiScaleFlow)
+    # the official count and its arithmetic: tests/architectures/test_parameter_parity.py
+    assert _num_params(model) == 44_603_604
+    assert isinstance(model, MultiScaleFlow) and isinstance(model.base_dist, GlowTopPrior)
     assert model.exact is False  # uniform dequantization: log_prob is a bound on log P(x)
 
 
-def test_glow_imagenet_configurations_parameter_counts():
+def test_previous_survae_glow_is_a_named_option():
+    # survae's earlier Glow: no border channel, a per-element diagonal Gaussian top prior. It
+    # differs from the official build only by 9·(C_in + 1)-type border weights of every 3×3 conv
+    # and the top prior: 44,603,604 − 44,054,256 = 549,348 parameters on CIFAR-10.
     with torch.device("meta"):
-        im32 = build_model(
-            {**_model_config("glow"), "num_levels": 3, "num_steps": 48}, (3, 32, 32), 256
-        )
-        im64 = build_model(
-            {**_model_config("glow"), "num_levels": 4, "num_steps": 48}, (3, 64, 64), 256
-        )
-    assert _num_params(im32) == 66_078_960
-    assert _num_params(im64) == 111_083_472
-    assert im64.base_dist.shape == (96, 4, 4)
+        model = glow(top_prior="per_element", edge_bias=False)
+    assert _num_params(model) == 44_054_256
+    assert isinstance(model.base_dist, DiagonalNormal)
+    assert not any(k.endswith("edge.weight") for k, _ in model.named_parameters())
 
 
 def test_glow_layer_layout_follows_the_paper():
@@ -143,10 +146,95 @@ def test_glow_layer_layout_follows_the_paper():
     ]
     assert first_step.transforms[2].scale_fn == "sigmoid"
     assert model.transforms[1].shift == -0.5
-    assert isinstance(model.base_dist, DiagonalNormal)
-    plain = glow((3, 32, 32), 256, 3, 2, 8, learn_split_prior=False, learn_top_prior=False)
+    assert isinstance(model.base_dist, GlowTopPrior)
+    plain = glow((3, 32, 32), 256, 3, 2, 8, learn_split_prior=False, top_prior="standard_normal")
     assert isinstance(plain.base_dist, StandardNormal)
     assert all(t.decoder is None for t in plain.transforms if isinstance(t, Slice))
+
+
+# --- the official top prior ------------------------------------------------------------------
+
+
+def _official_learntop(prior: GlowTopPrior) -> tuple[torch.Tensor, torch.Tensor]:
+    """openai/glow's ``prior`` with ``--learntop`` written out: zeros ``[1, 2C, H, W]`` → zero
+    padding → append the ring channel → VALID 3×3 conv → + b → · exp(3·logs) → [mean, logs]."""
+    C, H, W = prior.shape
+    zc = prior.conv
+    h = torch.zeros(1, 2 * C, H, W, dtype=torch.float64)
+    h = torch.cat([F.pad(h, (1, 1, 1, 1)), F.pad(h[:, :1] * 0, (1, 1, 1, 1), value=1.0)], 1)
+    weight = torch.cat([zc.conv.weight, zc.edge.weight], 1).double()
+    h = F.conv2d(h, weight) + zc.conv.bias.double().view(1, -1, 1, 1)
+    h = h * torch.exp(3 * zc.logs.double()).view(1, -1, 1, 1)
+    return h[:, :C], h[:, C:]
+
+
+def test_glow_top_prior_is_the_official_learntop_prior():
+    prior = GlowTopPrior((3, 4, 5))
+    # 9·(2C + 1)·2C conv weights (the border channel included) + 2C bias + 2C logs
+    assert _num_params(prior) == 9 * 7 * 6 + 6 + 6
+    x = torch.randn(8, 3, 4, 5)
+    # zero-initialised: N(0, I)
+    torch.testing.assert_close(prior.log_prob(x), StandardNormal((3, 4, 5)).log_prob(x))
+    _perturb_(prior, std=0.3)
+    mean, log_std = _official_learntop(prior)
+    expected = (-0.5 * (((x.double() - mean) / log_std.exp()) ** 2 + LOG_2PI) - log_std).sum(
+        (1, 2, 3)
+    )
+    torch.testing.assert_close(prior.log_prob(x).double(), expected, atol=1e-5, rtol=1e-5)
+    # interior positions share one value per channel; border positions differ
+    m = prior.mean_and_log_std()[0][0]
+    torch.testing.assert_close(m[:, 1:-1, 1:-1], m[:, 1:2, 1:2].expand(3, 2, 3))
+    assert not torch.allclose(m[:, 0, 0], m[:, 1, 1])
+    # sampling at temperature T: mean + T·σ·ε
+    torch.manual_seed(0)
+    s = prior.sample(4000, temperature=0.5)
+    mean, log_std = (t.float() for t in _official_learntop(prior))
+    torch.testing.assert_close(s.mean(0), mean[0], atol=0.08, rtol=0)
+    torch.testing.assert_close(s.std(0), 0.5 * log_std.exp()[0], atol=0.08, rtol=0.05)
+
+
+def test_glow_top_prior_gets_gradients_on_the_official_parameters_only():
+    prior = GlowTopPrior((2, 3, 3))
+    _perturb_(prior)
+    prior.log_prob(torch.randn(5, 2, 3, 3)).sum().backward()
+    conv = prior.conv
+    # the convolution sees zeros: its weights on the zero channels get exactly zero gradient
+    assert torch.equal(conv.conv.weight.grad, torch.zeros_like(conv.conv.weight))
+    for p in (conv.conv.bias, conv.logs, conv.edge.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_edge_bias_is_the_official_padded_convolution():
+    """A 3×3 conv with the border channel equals openai/glow's add_edge_padding + VALID conv."""
+    from survae.nn.glow import GlowNet
+
+    torch.manual_seed(0)
+    net = GlowNet(3, 6, hidden_channels=8, edge_bias=True)
+    x = torch.randn(4, 3, 5, 7)
+    ring = F.pad(torch.zeros(4, 1, 5, 7), (1, 1, 1, 1), value=1.0)
+    padded = torch.cat([F.pad(x, (1, 1, 1, 1)), ring], 1)
+    weight = torch.cat([net.conv1.weight, net.conv1_edge.weight], 1)
+    torch.testing.assert_close(net.conv1(x) + net.conv1_edge(x), F.conv2d(padded, weight))
+    assert net.out.edge is not None and net.out.edge.weight.abs().sum() == 0  # zero conv
+    plain = GlowNet(3, 6, hidden_channels=8)
+    assert _num_params(net) - _num_params(plain) == 9 * 8 + 9 * 6
+
+
+@pytest.mark.parametrize("top_prior", TOP_PRIORS)
+@pytest.mark.parametrize("edge_bias", [True, False])
+def test_top_prior_and_edge_bias_options_train_and_invert(top_prior, edge_bias):
+    model = _small(top_prior=top_prior, edge_bias=edge_bias).double()
+    x = torch.randint(0, 256, (3, 3, 8, 8)).double()
+    model.log_prob(x)  # actnorm data-dependent initialisation
+    _perturb_(model)
+    lp = model.log_prob(x)
+    assert torch.isfinite(lp).all()
+    (-lp.mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.decode(model.encode(x)), x)
+        assert model.float().sample(2, temperature=0.7).shape == (2, 3, 8, 8)
 
 
 # --- shapes, likelihood, sampling -------------------------------------------------------------
@@ -227,7 +315,7 @@ def test_sample_shapes_and_temperature():
 
 
 def test_split_prior_temperature_scales_the_dropped_channels():
-    model = _small(learn_top_prior=False).eval()
+    model = _small(top_prior="standard_normal").eval()
     split = next(t for t in model.transforms if isinstance(t, Slice))
     original, seen = split.inverse, {}
 
@@ -326,6 +414,8 @@ def test_bad_configurations_raise_clear_errors():
         glow(permutation="shufle")
     with pytest.raises(ValueError, match="unknown coupling 'affin'.*additive"):
         glow(coupling="affin")
+    with pytest.raises(ValueError, match="unknown top_prior 'learned'.*learntop, per_element"):
+        glow(top_prior="learned")
     with pytest.raises(ValueError, match="needs num_bins"):
         glow((3, 8, 8), None, num_levels=1, num_steps=1)
     model = _small()
