@@ -16,7 +16,7 @@ from conftest import compose_config  # noqa: E402  (tests/training/conftest.py)
 
 from survae import registry  # noqa: E402
 from survae.data.fake import WRITERS, write_fake_dataset  # noqa: E402
-from survae.training.module import FlowModule  # noqa: E402
+from survae.training.module import FlowModule, split_batch  # noqa: E402
 from survae.training.optim import build_optimizer  # noqa: E402
 from survae.training.pipeline import build_datamodule, data_info  # noqa: E402
 
@@ -59,11 +59,11 @@ def test_experiment_builds_and_trains_one_step(name, tmp_path, capsys):
         print(f"\n{name}: {num_params:,} parameters")
     assert num_params > 0
     dm.setup("fit")
-    x = next(iter(dm.train_dataloader()))
+    x, context = split_batch(next(iter(dm.train_dataloader())))
     assert tuple(x.shape[1:]) == tuple(dm.shape)
     optimizer = build_optimizer(module.model.parameters(), cfg.get("optim") or {})
     module.model.train()
-    value = module.metric(module.model.log_prob(x), module.metric_size).mean()
+    value = module.metric(module.model.log_prob(x, context), module.metric_size).mean()
     loss = -value if module.metric.higher_is_better else value
     assert math.isfinite(loss.item()), f"{name}: non-finite loss {loss.item()}"
     optimizer.zero_grad()

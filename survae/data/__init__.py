@@ -11,7 +11,14 @@ Files are never downloaded unless ``download=True``; a missing data set raises
 :class:`DatasetNotFoundError` saying where it looked and how to get the files.
 """
 
-from survae.data import imagenet, images, spatial_mnist, toy, uci  # noqa: F401  (registers)
+from survae.data import (  # noqa: F401  (registers)
+    conditional_toy,
+    imagenet,
+    images,
+    spatial_mnist,
+    toy,
+    uci,
+)
 from survae.data.base import ArrayDataset, FlowDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.imagenet import ImageNet32DataModule, ImageNet64DataModule

@@ -1,6 +1,7 @@
 """Common machinery of the data modules: the :class:`FlowDataModule` base and array data sets.
 
-Every data module yields batches that are a single tensor ``x`` (labels are dropped):
+Every data module yields batches that are a single tensor ``x`` (labels are dropped, unless
+``conditional=True``: then batches are ``(x, context)``, see :class:`FlowDataModule`):
 images as ``uint8`` ``[B, C, H, W]`` (dequantization happens in the model, on the device),
 point sets, tabular and toy data as ``float32``. Attributes describing the data (``kind``,
 ``shape``, ``num_bins``, ``name``) are available right after construction, so a model can be
@@ -35,6 +36,8 @@ class ArrayDataset(Dataset):
             never read whole).
         indices: optional subset (e.g. a train/validation split) as integer indices.
         transform: optional batched transform applied to a ``[B, ...]`` tensor (augmentation).
+        context: optional per-example context aligned with ``data`` (e.g. one-hot labels);
+            when given, a batch is the pair ``(x, context)`` (conditional density estimation).
     """
 
     def __init__(
@@ -42,10 +45,12 @@ class ArrayDataset(Dataset):
         data: torch.Tensor | np.ndarray,
         indices: Sequence[int] | np.ndarray | torch.Tensor | None = None,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        context: torch.Tensor | None = None,
     ):
         self.data = data
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
         self.transform = transform
+        self.context = context
 
     def __len__(self) -> int:
         return len(self.data) if self.indices is None else len(self.indices)
@@ -77,19 +82,29 @@ class ArrayDataset(Dataset):
         batch[order] = self.data[idx[order]]
         return torch.from_numpy(batch)
 
-    def __getitems__(self, idx: Sequence[int]) -> torch.Tensor:
-        batch = self._take(np.asarray(idx, dtype=np.int64))
-        return self.transform(batch) if self.transform is not None else batch
+    def __getitems__(self, idx: Sequence[int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        idx = np.asarray(idx, dtype=np.int64)
+        batch = self._take(idx)
+        batch = self.transform(batch) if self.transform is not None else batch
+        if self.context is None:
+            return batch
+        rows = idx if self.indices is None else self.indices[idx]
+        return batch, self.context[torch.from_numpy(rows)]
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.__getitems__([i])[0]
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        batch = self.__getitems__([i])
+        return (batch[0][0], batch[1][0]) if isinstance(batch, tuple) else batch[0]
 
 
-def collate(batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-    """Collate function: a batch fetched with ``__getitems__`` is already one tensor."""
-    if isinstance(batch, torch.Tensor):
+def collate(batch: torch.Tensor | tuple | Sequence) -> torch.Tensor | tuple:
+    """Collate function: a batch fetched with ``__getitems__`` is already one tensor, or the
+    pair ``(x, context)`` of a conditional data set; a list of single examples is stacked."""
+    if isinstance(batch, (torch.Tensor, tuple)):
         return batch
-    return torch.stack(list(batch))
+    items = list(batch)
+    if items and isinstance(items[0], tuple):
+        return tuple(torch.stack(list(parts)) for parts in zip(*items))
+    return torch.stack(items)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -157,6 +172,10 @@ class FlowDataModule(pl.LightningDataModule):
             changes between runs.
         pin_memory: DataLoader ``pin_memory`` (default: whether CUDA is available).
         drop_last: drop the last incomplete training batch (when there is more than one).
+        conditional: yield ``(x, context)`` batches for conditional density estimation: the
+            class as a one-hot float vector for labelled sets (``num_classes``), a context
+            vector for sets that define one (``context_features``). Off by default: batches
+            are ``x`` alone and the data set is unchanged.
 
     Class attributes set by subclasses: ``name`` (registered name), ``kind`` (one of
     ``"image"``, ``"points"``, ``"tabular"``, ``"toy"``), ``shape`` (one example's shape) and
@@ -167,6 +186,10 @@ class FlowDataModule(pl.LightningDataModule):
     kind: ClassVar[str] = ""
     shape: tuple[int, ...] = ()
     num_bins: int | None = None
+    #: number of classes of a labelled data set (its conditional context is the one-hot class)
+    num_classes: ClassVar[int | None] = None
+    #: size of the context vector of a data set with a continuous context
+    context_features: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -180,8 +203,16 @@ class FlowDataModule(pl.LightningDataModule):
         data_seed: int = 0,
         pin_memory: bool | None = None,
         drop_last: bool = True,
+        conditional: bool = False,
     ):
         super().__init__()
+        if conditional and self.num_classes is None and self.context_features is None:
+            raise ValueError(
+                f"data.conditional=true: data set {self.name!r} has no labels or context; "
+                "conditional data sets: the labelled image sets (digits, mnist, fashion_mnist, "
+                "cifar10) and the context toys (gaussian_classes, rotated_moons)"
+            )
+        self.conditional = bool(conditional)
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ValueError(f"{self.name}: batch sizes must be positive")
         self.root = os.path.expanduser(str(root))
@@ -198,6 +229,34 @@ class FlowDataModule(pl.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    # --- conditional data ---------------------------------------------------------------------
+    @property
+    def context_size(self) -> int | None:
+        """Length of the context vector of a batch, or ``None`` when not conditional."""
+        if not self.conditional:
+            return None
+        return self.context_features if self.context_features is not None else self.num_classes
+
+    def one_hot(self, labels: np.ndarray | torch.Tensor | Sequence[int]) -> torch.Tensor | None:
+        """``float32`` one-hot rows of integer ``labels`` when conditional, else ``None``
+        (subclasses pass the result to :class:`ArrayDataset` as ``context``)."""
+        if not self.conditional:
+            return None
+        labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        if labels.numel() and (labels.min() < 0 or labels.max() >= int(self.num_classes or 0)):
+            raise ValueError(
+                f"{self.name}: labels must lie in 0..{int(self.num_classes or 0) - 1}, got "
+                f"{int(labels.min())}..{int(labels.max())}"
+            )
+        return torch.nn.functional.one_hot(labels, int(self.num_classes or 0)).float()
+
+    def sample_contexts(self) -> torch.Tensor | None:
+        """Contexts that sample figures show one row (or panel) each: every class for a
+        labelled set; subclasses with a continuous context choose a few values."""
+        if not self.conditional:
+            return None
+        return torch.eye(int(self.num_classes or 0))
 
     # --- hooks for subclasses -------------------------------------------------------------
     def _download(self) -> None:

@@ -24,7 +24,7 @@ import torch
 from survae.data.augment import RandomFlipTranslate
 from survae.data.base import ArrayDataset, FlowDataModule, split_indices
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
-from survae.data.io import read_cifar_batch, read_idx
+from survae.data.io import CIFAR_GLOBALS, read_cifar_batch, read_idx, restricted_load
 from survae.registry import register
 
 
@@ -64,18 +64,27 @@ class ImageDataModule(FlowDataModule):
             return None
         return RandomFlipTranslate(flip=self.flip, translate=self.translate)
 
-    def _split(self, train: torch.Tensor | np.ndarray, test: torch.Tensor | np.ndarray):
-        """Hold ``val_size`` random training images out for validation."""
+    def _split(
+        self,
+        train: torch.Tensor | np.ndarray,
+        test: torch.Tensor | np.ndarray,
+        train_labels: np.ndarray | None = None,
+        test_labels: np.ndarray | None = None,
+    ):
+        """Hold ``val_size`` random training images out for validation; with
+        ``conditional=True`` the one-hot labels go along as the context."""
         if self.val_size >= len(train):
             raise ValueError(
                 f"{self.name}: val_size={self.val_size} but the training set has only "
                 f"{len(train)} images"
             )
         val_idx, train_idx = split_indices(len(train), [self.val_size], self.data_seed)
+        train_ctx = self.one_hot(train_labels) if train_labels is not None else None
+        test_ctx = self.one_hot(test_labels) if test_labels is not None else None
         return (
-            ArrayDataset(train, train_idx, transform=self.train_transform()),
-            ArrayDataset(train, val_idx),
-            ArrayDataset(test),
+            ArrayDataset(train, train_idx, transform=self.train_transform(), context=train_ctx),
+            ArrayDataset(train, val_idx, context=train_ctx),
+            ArrayDataset(test, context=test_ctx),
         )
 
     def _check_shape(self, images: torch.Tensor | np.ndarray, source: str) -> None:
@@ -98,6 +107,7 @@ class DigitsDataModule(ImageDataModule):
     name = "digits"
     shape = (1, 8, 8)
     num_bins = 17
+    num_classes = 10
 
     def __init__(self, val_size: int = 200, test_size: int = 297, **kwargs):
         super().__init__(val_size=val_size, **kwargs)
@@ -108,15 +118,16 @@ class DigitsDataModule(ImageDataModule):
     def _load(self):
         from sklearn.datasets import load_digits
 
-        images = load_digits().images  # float64 in 0..16
-        data = torch.from_numpy(images.astype(np.uint8)).unsqueeze(1)
+        digits = load_digits()
+        data = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)  # 0..16
         test_idx, val_idx, train_idx = split_indices(
             len(data), [self.test_size, self.val_size], self.data_seed
         )
+        ctx = self.one_hot(digits.target)  # None unless conditional
         return (
-            ArrayDataset(data, train_idx, transform=self.train_transform()),
-            ArrayDataset(data, val_idx),
-            ArrayDataset(data, test_idx),
+            ArrayDataset(data, train_idx, transform=self.train_transform(), context=ctx),
+            ArrayDataset(data, val_idx, context=ctx),
+            ArrayDataset(data, test_idx, context=ctx),
         )
 
 
@@ -139,8 +150,11 @@ class MNISTDataModule(ImageDataModule):
 
     name = "mnist"
     shape = (1, 28, 28)
+    num_classes = 10
     folder = "MNIST"
     files = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+    #: read only with ``conditional=True`` (class labels as the context)
+    label_files = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
 
     @property
     def raw_folder(self) -> str:
@@ -178,10 +192,26 @@ class MNISTDataModule(ImageDataModule):
         self._check_shape(images, path)
         return images
 
+    def read_labels(self, split: str, count: int) -> np.ndarray:
+        """The class labels ``(N,)`` of ``split`` (IDX label file next to the images)."""
+        path = find_file(self.raw_folder, self.label_files[split])
+        if path is None:
+            name = os.path.join(self.raw_folder, self.label_files[split])
+            raise DatasetNotFoundError(self.name, [name, name + ".gz"], self.how_to_get())
+        labels = read_idx(path)
+        if labels.ndim != 1 or len(labels) != count:
+            raise DatasetCorruptedError(
+                f"{path}: expected {count} labels (N,), got shape {labels.shape}"
+            )
+        return labels.astype(np.int64)
+
     def _load(self):
         train = torch.from_numpy(self.read_split("train"))
         test = torch.from_numpy(self.read_split("test"))
-        return self._split(train, test)
+        if not self.conditional:
+            return self._split(train, test)
+        labels = (self.read_labels("train", len(train)), self.read_labels("test", len(test)))
+        return self._split(train, test, *labels)
 
 
 @register("dataset", "fashion_mnist")
@@ -216,6 +246,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     name = "cifar10"
     shape = (3, 32, 32)
+    num_classes = 10
     folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)
@@ -262,7 +293,27 @@ class CIFAR10DataModule(ImageDataModule):
         self._check_shape(images, folder)
         return images
 
+    def _read_labels(self, names: tuple[str, ...], count: int) -> np.ndarray:
+        """Class labels of the batches ``names`` (their ``labels`` entries), in file order."""
+        parts = []
+        for name in names:
+            path = self.path(self.folder, name)
+            batch = restricted_load(path, CIFAR_GLOBALS, "CIFAR-10 python batch")
+            labels = batch.get("labels") if isinstance(batch, dict) else None
+            if labels is None:
+                raise DatasetCorruptedError(f"{path}: not a CIFAR batch (no 'labels' entry)")
+            parts.append(np.asarray(labels, dtype=np.int64).reshape(-1))
+        labels = np.concatenate(parts)
+        if len(labels) != count:
+            raise DatasetCorruptedError(
+                f"cifar10: {count} images but {len(labels)} labels in {self.path(self.folder)}"
+            )
+        return labels
+
     def _load(self):
         train = torch.from_numpy(self._read(self.train_files))
         test = torch.from_numpy(self._read(self.test_files))
-        return self._split(train, test)
+        if not self.conditional:
+            return self._split(train, test)
+        train_labels = self._read_labels(self.train_files, len(train))
+        return self._split(train, test, train_labels, self._read_labels(self.test_files, len(test)))

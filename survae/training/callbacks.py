@@ -51,6 +51,8 @@ class SampleFigures(pl.Callback):
         if kind == "tabular":
             return None
         info = pl_module.hparams.data_info
+        if info.get("sample_contexts"):
+            return self.make_conditional_figure(pl_module, path, info)
         if kind == "image":
             samples = pl_module.sample(self.num_samples, temperature=self.temperature)
             return plots.image_grid(samples, int(info["num_bins"]), path)
@@ -66,3 +68,29 @@ class SampleFigures(pl.Callback):
             return plots.density_2d(model, path, samples=samples)
         finally:
             model.train(was_training)
+
+    def make_conditional_figure(self, pl_module, path: Path, info) -> Path | None:
+        """One row of samples per context of ``data_info["sample_contexts"]`` (per class for
+        labelled data); 2-D data: one density panel and one sample panel per context."""
+        import torch
+
+        contexts = torch.tensor(info["sample_contexts"], dtype=torch.float32)
+        kind = pl_module.kind
+        if kind == "toy":
+            model = pl_module.eval_model
+            was_training = model.training
+            model.eval()
+            try:
+                return plots.conditional_density_2d(
+                    model, path, contexts, num_samples=2000, temperature=self.temperature
+                )
+            finally:
+                model.train(was_training)
+        per_row = max(1, self.num_samples // len(contexts))
+        rows = contexts.repeat_interleave(per_row, dim=0)
+        samples = pl_module.sample(len(rows), temperature=self.temperature, context=rows)
+        if kind == "image":
+            return plots.image_grid(samples, int(info["num_bins"]), path, nrow=per_row)
+        if kind == "points":
+            return plots.point_clouds(samples, path)
+        return None

@@ -16,6 +16,14 @@ from survae.speed import apply_speed_options
 from survae.training.optim import build_optimizer, build_scheduler
 
 
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(x, context)`` of a batch: a conditional data set yields the pair, others ``x``."""
+    if isinstance(batch, (tuple, list)):
+        x, context = batch
+        return x, context
+    return batch, None
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the message names the step and the layer."""
 
@@ -94,7 +102,9 @@ class FlowModule(pl.LightningModule):
         return value
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        log_prob = self.model(batch)  # == log_prob; goes through the compiled graph if enabled
+        x, context = split_batch(batch)
+        # == log_prob; goes through the compiled graph if enabled
+        log_prob = self.model(x) if context is None else self.model(x, context)
         value = self._log_metric("train", log_prob, self.model.exact)
         loss = value if not self.metric.higher_is_better else -value
         if self.check_finite and not torch.isfinite(loss):  # one host sync per step
@@ -102,7 +112,10 @@ class FlowModule(pl.LightningModule):
         return loss
 
     def _stop_on_nonfinite(self, batch: torch.Tensor, loss: torch.Tensor) -> None:
-        layer = self.model.first_nonfinite_layer(batch) or "unknown (non-finite only in the sum)"
+        x, context = split_batch(batch)
+        layer = (
+            self.model.first_nonfinite_layer(x, context) or "unknown (non-finite only in the sum)"
+        )
         saved = ""
         if self.nonfinite_checkpoint_dir is not None and self.trainer is not None:
             path = f"{self.nonfinite_checkpoint_dir}/nonfinite-step{self.global_step}.ckpt"
@@ -120,15 +133,27 @@ class FlowModule(pl.LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         model = self.eval_model
-        self._log_metric("val", model.log_prob(batch), model.exact)
+        x, context = split_batch(batch)
+        self._log_metric("val", model.log_prob(x, context), model.exact)
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         model = self.eval_model
+        x, context = split_batch(batch)
         if model.exact or self.test_iw_samples <= 1:
-            log_prob = model.log_prob(batch)
-        else:
+            log_prob = model.log_prob(x, context)
+        elif context is None:
             log_prob = importance_weighted_log_prob(
-                model.log_prob, batch, self.test_iw_samples, chunk_size=self.test_iw_chunk
+                model.log_prob, x, self.test_iw_samples, chunk_size=self.test_iw_chunk
+            )
+        else:
+
+            def log_prob_fn(v: torch.Tensor) -> torch.Tensor:
+                # the copies of x come as [copy, batch] blocks: repeat the context the same way
+                reps = v.shape[0] // context.shape[0]
+                return model.log_prob(v, context.repeat(reps, *([1] * (context.dim() - 1))))
+
+            log_prob = importance_weighted_log_prob(
+                log_prob_fn, x, self.test_iw_samples, chunk_size=self.test_iw_chunk, exact=False
             )
         self._log_metric("test", log_prob, model.exact)
 
@@ -175,11 +200,18 @@ class FlowModule(pl.LightningModule):
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
-    def sample(self, num_samples: int, temperature: float = 1.0) -> torch.Tensor:
+    def sample(
+        self, num_samples: int, temperature: float = 1.0, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Samples from the evaluation weights; a conditional model needs ``context`` with
+        ``num_samples`` rows (e.g. one-hot classes)."""
         model = self.eval_model
         was_training = model.training
         model.eval()
         try:
-            return model.sample(num_samples, temperature=temperature)
+            if context is None:
+                return model.sample(num_samples, temperature=temperature)
+            context = context.to(self.device)
+            return model.sample(num_samples, temperature=temperature, context=context)
         finally:
             model.train(was_training)

@@ -55,6 +55,21 @@ def data_info(dm: pl.LightningDataModule) -> dict[str, Any]:
         "kind": dm.kind,
         "shape": list(dm.shape),
         "num_bins": getattr(dm, "num_bins", None),
+        **conditional_info(dm),
+    }
+
+
+def conditional_info(dm: pl.LightningDataModule) -> dict[str, Any]:
+    """For ``data.conditional=true``: the context size, the class count (labelled sets) and
+    the contexts sample figures show; empty for unconditional data (so its info is unchanged)."""
+    size = getattr(dm, "context_size", None)
+    if not size:
+        return {}
+    contexts = dm.sample_contexts()
+    return {
+        "context_features": int(size),
+        "num_classes": getattr(dm, "num_classes", None),
+        "sample_contexts": None if contexts is None else contexts.tolist(),
     }
 
 
