@@ -106,7 +106,7 @@ def _from_summary(summary: Mapping[str, Any], experiment: Any) -> dict[str, Any]
                 "test": summary[keys[0]] if split == "test" else None,
                 "val": summary.get(f"val/{metric}"),
                 "exact": bool(summary.get(f"{split}/exact", 0)),
-                "finished": split == "test",
+                "finished": split == "test" and summary.get("survae/status") != "failed",
                 "steps": summary.get("trainer/global_step"),
                 "epochs": summary.get("epoch"),
                 "wall_time_s": summary.get("_runtime"),

@@ -1,4 +1,10 @@
-"""Experiment loggers: W&B by default (offline when there is no API key), CSV, TensorBoard."""
+"""Experiment loggers: W&B by default (offline when there is no API key), CSV, TensorBoard.
+
+W&B runs are quiet (no banners, tips or sync reminders on the console) and are written under
+the run folder, ``<output_dir>/wandb/offline-run-*`` when offline; upload them later with
+``wandb sync <output_dir>/wandb/offline-run-*``. :func:`finish_logger` closes a run and marks
+it failed when the training failed.
+"""
 
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ def build_logger(
     if kind == "tensorboard":
         return TensorBoardLogger(save_dir=save_dir, name=name or "tensorboard", version="")
     mode = resolve_wandb_mode(cfg.get("mode"))
-    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_SILENT", "true")  # no banners, tips or sync reminders
     try:
         logger = _wandb_logger(cfg, name, save_dir, mode)
     except Exception as err:  # no network, bad key, server down: keep the run, log offline
@@ -73,8 +79,45 @@ def _wandb_logger(cfg: Mapping[str, Any], name: str | None, save_dir: str, mode:
         save_dir=save_dir,
         offline=mode == "offline",
         log_model=False,
-        settings={"init_timeout": float(cfg.get("init_timeout", 60)), "silent": True},
+        settings={
+            "init_timeout": float(cfg.get("init_timeout", 60)),
+            "silent": True,
+            "quiet": True,
+        },
         **kwargs,
     )
+    # Lightning passes ``anonymous=None``, which W&B >= 0.19 answers with a deprecation warning
+    getattr(logger, "_wandb_init", {}).pop("anonymous", None)
     _ = logger.experiment  # start now, so a failure to connect is caught here (bounded wait)
     return logger
+
+
+def wandb_run_dir(logger: Logger | None) -> str | None:
+    """The folder of a started W&B run (``.../wandb/offline-run-*`` when offline), else None."""
+    run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+    run_dir = getattr(run, "dir", None)  # <run folder>/files
+    return os.path.dirname(run_dir) if run_dir else None
+
+
+def finish_logger(logger: Logger | None, failed: bool) -> str | None:
+    """Close a run's logger once training is over or has failed.
+
+    A W&B run is finished with exit code 1 when ``failed`` (W&B shows it as failed, not as
+    running or crashed, and ``survae/status`` in its summary says ``failed`` for
+    ``scripts/report.py``), else 0; a run that never started is left alone. Other loggers get
+    Lightning's ``finalize("failed" | "success")``. Returns the W&B run's folder when it was
+    logged offline (what ``wandb sync`` uploads), else None.
+    """
+    if logger is None:
+        return None
+    if not isinstance(logger, WandbLogger):
+        logger.finalize("failed" if failed else "success")
+        return None
+    run = getattr(logger, "_experiment", None)
+    if run is None:
+        return None
+    offline_dir = wandb_run_dir(logger) if getattr(run.settings, "_offline", False) else None
+    if failed:
+        run.summary["survae/status"] = "failed"
+    run.finish(exit_code=1 if failed else 0)
+    return offline_dir

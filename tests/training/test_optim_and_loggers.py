@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -88,6 +90,50 @@ def test_online_failure_falls_back_to_offline(monkeypatch, tmp_path):
         logger = loggers.build_logger({"type": "wandb"}, str(tmp_path))
     assert calls == ["online", "offline"]
     logger.experiment.finish()
+
+
+def test_wandb_run_prints_nothing(monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = loggers.build_logger({"type": "wandb"}, str(tmp_path), run_config={"seed": 1})
+    logger.log_metrics({"train/nll": 1.0}, step=1)
+    loggers.finish_logger(logger, failed=False)
+    out, err = capfd.readouterr()
+    assert "wandb" not in (out + err).lower(), out + err  # no banner, tip, warning or reminder
+
+
+def test_finish_logger_marks_a_failed_wandb_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = loggers.build_logger({"type": "wandb"}, str(tmp_path))
+    run = logger.experiment
+    exit_codes = []
+    real_finish = run.finish
+
+    def finish(exit_code=None):
+        exit_codes.append(exit_code)
+        real_finish(exit_code)
+
+    monkeypatch.setattr(run, "finish", finish)
+    run_dir = loggers.finish_logger(logger, failed=True)
+    assert exit_codes == [1]
+    assert run_dir is not None and Path(run_dir).parent == tmp_path / "wandb"
+    assert Path(run_dir).name.startswith("offline-run-")
+    # the status is in the run's transaction log, which `wandb sync` uploads
+    log = next(Path(run_dir).glob("*.wandb")).read_bytes()
+    assert b"survae/status" in log and b"failed" in log
+
+
+def test_finish_logger_success_and_file_loggers(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert loggers.finish_logger(None, failed=True) is None
+    logger = loggers.build_logger({"type": "wandb"}, str(tmp_path / "w"))
+    log = next((tmp_path / "w" / "wandb").glob("offline-run-*/*.wandb"))
+    assert loggers.finish_logger(logger, failed=False) == str(log.parent)
+    assert b"survae/status" not in log.read_bytes()
+    statuses = []
+    csv_logger = loggers.build_logger({"type": "csv"}, str(tmp_path / "c"))
+    monkeypatch.setattr(csv_logger, "finalize", statuses.append)
+    assert loggers.finish_logger(csv_logger, failed=True) is None
+    assert statuses == ["failed"]
 
 
 @pytest.mark.parametrize("kind", ["csv", "tensorboard"])
