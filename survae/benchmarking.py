@@ -57,6 +57,8 @@ from typing import Any
 
 import torch
 
+from survae.devices import DeviceUnavailableError, check_device
+
 #: the workloads of the papers, each run with its paper's batch size by default
 PAPER_WORKLOADS: tuple[str, ...] = (
     "abs_flow_eight_gaussians",
@@ -272,9 +274,7 @@ def measure(
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"steps must be >= 1 and warmup >= 0, got {steps} and {warmup}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is available")
+    dev = check_device(device)
     if threads is not None:
         torch.set_num_threads(int(threads))
     sync = _sync(dev)
@@ -686,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         elif item:
             names.append(item)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)  # an absent device stops here, before any workload is composed
     selected = _selected_features(args)
     speed_extra: dict[str, Any] = {}
     if args.compile_mode is not None:
@@ -737,8 +738,13 @@ def failed(report: Mapping[str, Any]) -> list[str]:
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: 0 when every measurement succeeded, 1 otherwise."""
-    report = main(argv)
+    """Command-line entry point: 0 when every measurement succeeded, 1 otherwise; 2 with one
+    line on stderr when the device is absent."""
+    try:
+        report = main(argv)
+    except DeviceUnavailableError as err:
+        print(f"benchmark: {err}", file=sys.stderr)
+        return 2
     if "workload" in report:  # a subprocess's single measurement
         return 0
     return 1 if failed(report) else 0
