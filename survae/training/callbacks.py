@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -12,64 +13,91 @@ from survae.training import plots
 
 class SampleFigures(pl.Callback):
     """Every ``every_n_epochs`` epochs, draws samples and saves/logs a figure suited to the data:
-    an image grid, point-cloud scatter plots, or a 2-D density heat map with samples."""
+    an image grid, point-cloud scatter plots, or a 2-D density map with samples; after testing,
+    one more (``samples_test.png``) with the test metric.
+
+    Titles name the experiment (``title``, default: the data set), the epoch, the latest
+    validation (or test) metric and, for samples, the temperature. Figures go to every logger
+    that takes images: W&B (``log_image``) and TensorBoard (``add_image``, the PNG decoded by
+    matplotlib); a logger that fails to take one gets a warning, the run goes on.
+    """
 
     def __init__(
-        self, folder: str, every_n_epochs: int = 1, num_samples: int = 64, temperature: float = 1.0
+        self,
+        folder: str,
+        every_n_epochs: int = 1,
+        num_samples: int = 64,
+        temperature: float = 1.0,
+        title: str | None = None,
+        after_test: bool = True,
     ):
         self.folder = Path(folder)
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
         self.temperature = temperature
+        self.title = title
+        self.after_test = after_test
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
         if self.every_n_epochs <= 0 or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.make_figure(
-            pl_module, self.folder / f"samples_epoch{trainer.current_epoch:04d}.png"
-        )
-        if path is None:
+        path = self.folder / f"samples_epoch{trainer.current_epoch:04d}.png"
+        self._draw_and_log(trainer, pl_module, path, "val")
+
+    @rank_zero_only
+    def on_test_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self.every_n_epochs <= 0 or not self.after_test:
             return
-        for logger in trainer.loggers:
-            log_image = getattr(logger, "log_image", None)
-            if log_image is not None:
-                log_image(key="samples", images=[str(path)], step=trainer.global_step)
-            elif hasattr(getattr(logger, "experiment", None), "add_image"):
-                from torchvision.io import decode_png, read_file
+        self._draw_and_log(trainer, pl_module, self.folder / "samples_test.png", "test")
 
-                try:
-                    logger.experiment.add_image(
-                        "samples", decode_png(read_file(str(path))), trainer.global_step
-                    )
-                except RuntimeError:  # compiled image ops unavailable
-                    pass
+    def _draw_and_log(self, trainer: pl.Trainer, pl_module, path: Path, split: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.make_figure(pl_module, path, self.figure_title(trainer, pl_module, split))
+        if path is not None:
+            log_figure(trainer, path, trainer.global_step)
 
-    def make_figure(self, pl_module, path: Path) -> Path | None:
+    def figure_title(self, trainer: pl.Trainer, pl_module, split: str = "val") -> str:
+        """``<experiment> — epoch N — val/<metric> = v`` during training, ``<experiment> —
+        tested model — test/<metric> = v`` after testing (the metric when it was logged)."""
+        name = self.title or str(pl_module.hparams.data_info.get("name", ""))
+        parts = [name] if name else []
+        parts.append("tested model" if split == "test" else f"epoch {trainer.current_epoch}")
+        metric = pl_module.metric.name
+        value = trainer.callback_metrics.get(f"{split}/{metric}")
+        if value is not None:
+            parts.append(f"{split}/{metric} = {float(value):.4g}")
+        return " — ".join(parts)
+
+    def make_figure(self, pl_module, path: Path, title: str | None = None) -> Path | None:
+        """Draw this data kind's figure to ``path`` (None for tabular data, which has none)."""
         kind = pl_module.kind
         if kind == "tabular":
             return None
         info = pl_module.hparams.data_info
+        if self.temperature != 1.0 or kind == "image":
+            title = f"{title} — T = {self.temperature:g}" if title else f"T = {self.temperature:g}"
         if info.get("sample_contexts"):
-            return self.make_conditional_figure(pl_module, path, info)
+            return self.make_conditional_figure(pl_module, path, info, title)
         if kind == "image":
             samples = pl_module.sample(self.num_samples, temperature=self.temperature)
-            return plots.image_grid(samples, int(info["num_bins"]), path)
+            return plots.image_grid(samples, int(info["num_bins"]), path, title=title)
         if kind == "points":
             samples = pl_module.sample(self.num_samples, temperature=self.temperature)
-            return plots.point_clouds(samples, path)
+            return plots.point_clouds(samples, path, title=title)
         # 2-D data: a density map plus a histogram of enough samples to show its shape
         samples = pl_module.sample(5000, temperature=self.temperature)
         model = pl_module.eval_model
         was_training = model.training
         model.eval()
         try:
-            return plots.density_2d(model, path, samples=samples)
+            return plots.density_2d(model, path, samples=samples, title=title)
         finally:
             model.train(was_training)
 
-    def make_conditional_figure(self, pl_module, path: Path, info) -> Path | None:
+    def make_conditional_figure(
+        self, pl_module, path: Path, info, title: str | None = None
+    ) -> Path | None:
         """One row of samples per context of ``data_info["sample_contexts"]`` (per class for
         labelled data); 2-D data: one density panel and one sample panel per context."""
         import torch
@@ -82,7 +110,12 @@ class SampleFigures(pl.Callback):
             model.eval()
             try:
                 return plots.conditional_density_2d(
-                    model, path, contexts, num_samples=2000, temperature=self.temperature
+                    model,
+                    path,
+                    contexts,
+                    num_samples=2000,
+                    temperature=self.temperature,
+                    title=title,
                 )
             finally:
                 model.train(was_training)
@@ -90,7 +123,26 @@ class SampleFigures(pl.Callback):
         rows = contexts.repeat_interleave(per_row, dim=0)
         samples = pl_module.sample(len(rows), temperature=self.temperature, context=rows)
         if kind == "image":
-            return plots.image_grid(samples, int(info["num_bins"]), path, nrow=per_row)
+            num_bins = int(info["num_bins"])
+            return plots.image_grid(samples, num_bins, path, nrow=per_row, title=title)
         if kind == "points":
-            return plots.point_clouds(samples, path)
+            return plots.point_clouds(samples, path, title=title)
         return None
+
+
+def log_figure(trainer: pl.Trainer, path: Path, step: int, key: str = "samples") -> None:
+    """Send the PNG at ``path`` to every logger of ``trainer`` that takes images (W&B, and
+    TensorBoard with the PNG decoded by matplotlib); a failure is a warning, never silent."""
+    for logger in trainer.loggers:
+        try:
+            log_image = getattr(logger, "log_image", None)
+            if log_image is not None:
+                log_image(key=key, images=[str(path)], step=step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):
+                image = plots.read_png(path)
+                logger.experiment.add_image(key, image, step, dataformats="HWC")
+        except Exception as err:  # a figure must not end a run; say what went wrong
+            warnings.warn(
+                f"could not log {path} to {type(logger).__name__}: {type(err).__name__}: {err}",
+                stacklevel=2,
+            )
