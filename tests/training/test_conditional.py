@@ -1,0 +1,203 @@
+"""Conditional density estimation end to end: data with context, conditional models and bases,
+training, per-class sampling and figures, and unconditional configs left unchanged."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from survae import registry
+from survae.architectures.conditional import ConditionalGlowTopPrior, conditional_glow
+from survae.architectures.glow import glow
+from survae.architectures.nsf import nsf
+from survae.data.conditional_toy import mode_centres
+from survae.data.fake import write_fake_dataset
+from survae.data.io import read_idx
+from survae.testing import grid_integral
+from survae.training import plots
+from survae.training.callbacks import SampleFigures
+from survae.training.module import FlowModule, split_batch
+from survae.training.pipeline import build_datamodule, data_info
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _randomize(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * std)
+    return module
+
+
+# ------------------------------------------------------------------ data
+def test_conditional_toys_yield_context_and_registered():
+    assert "gaussian_classes" in registry.available("dataset")
+    dm = registry.build("dataset", "gaussian_classes", conditional=True, train_size=400,
+                        val_size=10, test_size=10, batch_size=400)  # fmt: skip
+    x, c = next(iter(dm.train_dataloader()))
+    assert x.shape == (400, 2) and c.shape == (400, 4)
+    assert torch.equal(c.sum(1), torch.ones(400))
+    # every point lies near one of its class's two modes
+    nearest = torch.cdist(x.double(), torch.from_numpy(mode_centres())).argmin(1)
+    assert (nearest // 2 == c.argmax(1)).float().mean() > 0.99
+    moons = registry.build("dataset", "rotated_moons", conditional=True, train_size=64,
+                           val_size=8, test_size=8, batch_size=64)  # fmt: skip
+    x, c = next(iter(moons.train_dataloader()))
+    torch.testing.assert_close(c.norm(dim=1), torch.ones(64))  # (cos θ, sin θ)
+    assert moons.sample_contexts().shape == (4, 2)
+
+
+def test_unconditional_data_is_unchanged():
+    kw = {"train_size": 64, "val_size": 8, "test_size": 8, "batch_size": 16}
+    plain = registry.build("dataset", "gaussian_classes", **kw)
+    cond = registry.build("dataset", "gaussian_classes", conditional=True, **kw)
+    x = next(iter(plain.train_dataloader()))
+    assert isinstance(x, torch.Tensor)
+    x_c, _ = next(iter(cond.train_dataloader()))
+    assert torch.equal(x, x_c)  # the same points in the same order, context aside
+    info = data_info(plain)
+    assert "context_features" not in info and "sample_contexts" not in info
+    digits = registry.build("dataset", "digits", batch_size=8)
+    assert isinstance(next(iter(digits.train_dataloader())), torch.Tensor)
+
+
+def test_labelled_images_give_one_hot_labels(tmp_path):
+    write_fake_dataset("fashion_mnist", tmp_path, num=48)
+    dm = registry.build("dataset", "fashion_mnist", root=str(tmp_path), conditional=True,
+                        val_size=8, batch_size=48)  # fmt: skip
+    dm.setup()
+    x, c = dm.test_set.__getitems__(list(range(len(dm.test_set))))
+    labels = read_idx(next((tmp_path / "FashionMNIST/raw").glob("t10k-labels*")))
+    assert torch.equal(c.argmax(1), torch.from_numpy(labels.astype(np.int64)))
+    assert x.dtype == torch.uint8 and c.shape == (len(x), 10)
+    info = data_info(dm)
+    assert info["context_features"] == 10 and len(info["sample_contexts"]) == 10
+
+
+def test_conditional_without_labels_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"data.conditional=true.*checkerboard"):
+        registry.build("dataset", "checkerboard", conditional=True)
+
+
+# ------------------------------------------------------------------ models
+@pytest.mark.parametrize("transform", ["coupling", "autoregressive"])
+def test_conditional_density_integrates_to_one_per_context(transform):
+    torch.manual_seed(0)
+    flow = nsf((2,), transform=transform, num_steps=2, hidden=16, bins=4, context_features=2,
+               base="context_normal")  # fmt: skip
+    flow = _randomize(flow, std=0.05).double()  # smooth enough for a 250² midpoint rule
+    points = torch.randn(16, 2, dtype=torch.float64)
+    values = []
+    for angle in (0.0, 2.0):
+        ctx = torch.tensor([[math.cos(angle), math.sin(angle)]], dtype=torch.float64)
+
+        def lp(p, ctx=ctx):
+            return flow.log_prob(p, ctx.expand(p.shape[0], -1))
+
+        assert math.isclose(grid_integral(lp, -8.0, 8.0, n=250), 1.0, abs_tol=1e-3)
+        values.append(lp(points))
+    assert (values[0] - values[1]).abs().max() > 1e-3  # the density depends on the context
+
+
+def test_conditional_glow_starts_as_glow_and_adds_only_the_class_map():
+    kw = {"num_levels": 2, "num_steps": 2, "hidden_channels": 8}
+    torch.manual_seed(0)
+    plain = glow((1, 8, 8), 17, **kw)
+    torch.manual_seed(0)
+    cond = conditional_glow((1, 8, 8), 17, context_features=10, **kw)
+    assert isinstance(cond.base_dist, ConditionalGlowTopPrior)
+    n_plain = sum(p.numel() for p in plain.parameters())
+    n_cond = sum(p.numel() for p in cond.parameters())
+    top_channels = cond.base_dist.shape[0]
+    assert n_cond - n_plain == 10 * 2 * top_channels + 2 * top_channels  # the linear map only
+    x = torch.randint(0, 17, (4, 1, 8, 8))
+    c = torch.eye(10)[[0, 3, 7, 9]]
+    torch.manual_seed(1)
+    lp_plain = plain.log_prob(x)
+    torch.manual_seed(1)  # same dequantization noise
+    torch.testing.assert_close(cond.log_prob(x, c), lp_plain)
+    with pytest.raises(ValueError, match="context"):
+        cond.log_prob(x)
+    samples = cond.sample(4, context=c, temperature=0.7)
+    assert samples.shape == (4, 1, 8, 8)
+
+
+def test_module_steps_and_figures_with_context(tmp_path, monkeypatch):
+    data_cfg = {"name": "digits", "conditional": True, "batch_size": 16}
+    dm = build_datamodule(data_cfg, seed=0)
+    spec = {"architecture": "conditional_glow", "context_features": 10, "num_levels": 1,
+            "num_steps": 1, "hidden_channels": 8}  # fmt: skip
+    module = FlowModule(spec, data_info(dm))
+    batch = next(iter(dm.train_dataloader()))
+    x, c = split_batch(batch)
+    loss = module.training_step(batch, 0)
+    assert loss.ndim == 0 and math.isfinite(loss.item())
+    expected = module.metric(module.model.log_prob(x, c), module.metric_size).mean()
+    assert abs(loss.item() - expected.item()) < 0.1  # same data, fresh dequantization noise
+    drawn = {}
+
+    def fake_grid(samples, num_bins, path, nrow=None, **kwargs):
+        drawn.update(samples=samples, nrow=nrow)
+        return path
+
+    monkeypatch.setattr(plots, "image_grid", fake_grid)
+    calls = []
+    original = module.sample
+
+    def spy(num_samples, temperature=1.0, context=None):
+        calls.append(context)
+        return original(num_samples, temperature=temperature, context=context)
+
+    monkeypatch.setattr(module, "sample", spy)
+    SampleFigures(str(tmp_path), num_samples=20).make_figure(module, tmp_path / "grid.png")
+    # one row of 2 samples per class, rows in class order
+    assert drawn["nrow"] == 2 and drawn["samples"].shape == (20, 1, 8, 8)
+    assert torch.equal(calls[0].argmax(1), torch.arange(10).repeat_interleave(2))
+
+
+def test_unconditional_module_matches_the_model():
+    dm = build_datamodule({"name": "checkerboard", "train_size": 64, "val_size": 8,
+                           "test_size": 8, "batch_size": 32}, seed=0)  # fmt: skip
+    module = FlowModule({"architecture": "nsf", "num_steps": 2, "hidden": 8}, data_info(dm))
+    batch = next(iter(dm.train_dataloader()))
+    assert isinstance(batch, torch.Tensor)
+    loss = module.training_step(batch, 0)
+    torch.testing.assert_close(loss, -module.model.log_prob(batch).mean())
+
+
+def test_trained_conditional_toy_samples_its_class_modes():
+    """Trains the conditional 2-D NSF on the four-class toy (a few seconds on one CPU thread)
+    and checks that samples for class c fall in class c's two modes."""
+    torch.manual_seed(0)
+    dm = registry.build("dataset", "gaussian_classes", conditional=True, train_size=20_000,
+                        val_size=10, test_size=10, batch_size=256)  # fmt: skip
+    flow = nsf((2,), num_steps=2, hidden=32, num_blocks=1, bins=6, tail_bound=4.5,
+               context_features=4, base="context_normal")  # fmt: skip
+    opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
+    steps = 0
+    while steps < 400:
+        for x, c in dm.train_dataloader():
+            loss = -flow.log_prob(x, c).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if steps == 400:
+                break
+    flow.eval()
+    centres = torch.from_numpy(mode_centres()).float()
+    for cls in range(4):
+        s = flow.sample(500, context=torch.eye(4)[[cls] * 500])
+        nearest = torch.cdist(s, centres).argmin(1)
+        in_class = (nearest // 2 == cls).float().mean().item()
+        assert in_class > 0.9, f"class {cls}: only {in_class:.2f} of its samples in its modes"
