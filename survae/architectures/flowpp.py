@@ -12,9 +12,13 @@ stage has an odd number of couplings, exactly as the official ``TupleFlip`` leav
 
 Stages are given as a list: ``["columns", n]`` (column split, ``n`` steps), ``["channels", n]``
 (channel split, ``n`` steps) or ``"squeeze"`` (TensorFlow's ``space_to_depth`` ordering, as the
-official code). The official CIFAR-10 model (31,443,440 parameters) is
+official code). The official CIFAR-10 model (``flows/run_cifar.py``, 31,443,440 parameters) is
 ``[["columns", 4], "squeeze", ["channels", 2], ["columns", 3]]`` with 96 filters, 10 blocks,
 32 components, and a 4-step variational dequantizer (2-block networks, 32 context channels).
+The official ImageNet 32 model (``flows_imagenet/launchers/imagenet32_official.py``,
+168,955,724 parameters) adds weight normalisation to every convolution (``weight_norm``), a
+concat-ELU before each coupling network's output convolution (``output_concat_elu``) and an
+attention-based context processor (``dequant_context_attention``), and drops ``Pointwise``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from survae.distributions import StandardNormal
 from survae.errors import ShapeError, check_ndim, check_shape
 from survae.flows import Flow
 from survae.nn.build import NetSpec, build_network
-from survae.nn.flowpp import ChannelLayerNorm, GatedResidualConv, GatedSelfAttention
+from survae.nn.flowpp import ChannelLayerNorm, GatedResidualConv, GatedSelfAttention, conv2d
 from survae.registry import register
 from survae.transforms.base import Bijection, InverseBijection, Transform
 from survae.transforms.bijections.elementwise import Logit, Sigmoid
@@ -356,8 +360,9 @@ class FlowPPContextNet(nn.Module):
     """Context processor of Flow++'s dequantizer (and VFlow's posterior): column split of the
     input (``[B, C, H, W] → [B, 2C, H, W/2]``) → conv3×3 to ``context_channels`` →
     ``num_blocks`` gated residual convs (3×3 second conv); with ``attention`` each block adds
-    layer norm, gated self-attention (with a positional embedding) and layer norm, as the
-    official ImageNet models. Output ``[B, context_channels, H, W/2]``, the spatial size of the
+    layer norm, gated self-attention (with a positional embedding) and layer norm, and with
+    ``weight_norm`` every convolution is weight-normalised, as the official ImageNet models'
+    ``deep_processor``. Output ``[B, context_channels, H, W/2]``, the spatial size of the
     couplings it conditions."""
 
     def __init__(
@@ -369,13 +374,16 @@ class FlowPPContextNet(nn.Module):
         attention: bool = False,
         num_heads: int = 4,
         image_size: tuple[int, int] | None = None,
+        weight_norm: bool = False,
     ):
         super().__init__()
         self.in_channels = in_channels
         self.split = HalfSplit("columns")
-        self.inp = nn.Conv2d(2 * in_channels, context_channels, 3, padding=1)
+        self.inp = conv2d(2 * in_channels, context_channels, 3, weight_norm)
         self.convs = nn.ModuleList(
-            GatedResidualConv(context_channels, dropout, second_kernel_size=3)
+            GatedResidualConv(
+                context_channels, dropout, second_kernel_size=3, weight_norm=weight_norm
+            )
             for _ in range(num_blocks)
         )
         if attention:
@@ -383,7 +391,8 @@ class FlowPPContextNet(nn.Module):
                 raise ValueError("FlowPPContextNet: attention needs image_size (H, W/2)")
             self.pos_emb = nn.Parameter(torch.randn(1, context_channels, *image_size) * 0.01)
             self.attns = nn.ModuleList(
-                GatedSelfAttention(context_channels, num_heads, dropout) for _ in range(num_blocks)
+                GatedSelfAttention(context_channels, num_heads, dropout, weight_norm)
+                for _ in range(num_blocks)
             )
             self.norms = nn.ModuleList(
                 ChannelLayerNorm(context_channels) for _ in range(2 * num_blocks)
@@ -450,11 +459,14 @@ def flowpp_stages(
     pointwise: bool = True,
     context_channels: int = 0,
     num_bisection_iters: int = 100,
+    rescale: bool = True,
     **net_kwargs: Any,
 ) -> tuple[list[Transform], tuple[int, int, int]]:
     """The layers of a Flow++-style flow on examples of ``shape = (C, H, W)`` (data → latent
     order) and the output shape. ``net_kwargs`` go to every ``flowpp_net`` (its ``image_size``
-    is filled in per stage); ``context_channels`` makes every coupling conditional."""
+    is filled in per stage); ``context_channels`` makes every coupling conditional; ``rescale``
+    gives the mixture couplings survae's learnable per-channel scale of ``tanh`` (the official
+    code has none)."""
     if coupling not in COUPLINGS:
         raise ValueError(f"Flow++: coupling must be one of {COUPLINGS}, got {coupling!r}")
     C, H, W = (int(s) for s in shape)
@@ -492,6 +504,7 @@ def flowpp_stages(
                         context_channels=context_channels,
                         context_mode="net",
                         num_bisection_iters=num_bisection_iters,
+                        rescale=rescale,
                     )
                 )
             else:
@@ -550,6 +563,7 @@ def flowpp_dequantization(
         attention=context_attention,
         num_heads=stage_kwargs.get("num_heads", 4),
         image_size=(H, W // 2),
+        weight_norm=stage_kwargs.get("weight_norm", False),
     )
     sampler = conditional_flowpp(
         shape, stages, None, context_channels=context_channels, dropout=dropout, **stage_kwargs
@@ -585,6 +599,7 @@ def flowpp_dequantizer(
     context_channels: int,
     context_blocks: int,
     context_attention: bool,
+    rescale: bool = True,
 ) -> Transform:
     """Uniform or Flow++ variational dequantization with the given hyperparameters."""
     if check_choice(dequantization, _DEQUANTIZATIONS, "dequantization") == "uniform":
@@ -601,6 +616,7 @@ def flowpp_dequantizer(
         num_components=num_components,
         pointwise=pointwise,
         num_bisection_iters=num_bisection_iters,
+        rescale=rescale,
         **kwargs,
     )
 
@@ -625,6 +641,9 @@ def flowpp_front(
     dequant_context_blocks: int,
     dequant_context_attention: bool,
     num_bisection_iters: int,
+    weight_norm: bool = False,
+    output_concat_elu: bool = False,
+    mixture_rescale: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any], Transform]:
     """The part shared by the Flow++-style builders (``flowpp``, ``vflow``, ``anf``), from
     their hyperparameters of the same names: the coupling-network hyperparameters, the stage
@@ -636,12 +655,15 @@ def flowpp_front(
         num_heads=num_heads,
         dropout=dropout,
         use_attention=use_attention,
+        weight_norm=weight_norm,
+        output_concat_elu=output_concat_elu,
     )
     common: dict[str, Any] = dict(
         coupling=check_choice(coupling, COUPLINGS, "coupling"),
         num_components=num_components,
         pointwise=pointwise,
         num_bisection_iters=num_bisection_iters,
+        rescale=mixture_rescale,
     )
     dequantizer = flowpp_dequantizer(
         data_shape,
@@ -681,12 +703,19 @@ def flowpp(
     dequant_context_attention: bool = False,
     logit_eps: float = 0.05,
     num_bisection_iters: int = 100,
+    weight_norm: bool = False,
+    output_concat_elu: bool = False,
+    mixture_rescale: bool = False,
 ) -> Flow:
     """Flow++: dequantization → ``logit(0.05 + 0.9·x)`` → Flow++ stages → N(0, I).
 
     Likelihood: a lower bound on the discrete log-likelihood (dequantization), so ``exact`` is
     False. Ablations of the paper: ``dequantization="uniform"``, ``coupling="affine"`` (no
-    mixture CDF), ``use_attention=False``. Defaults: the official CIFAR-10 model.
+    mixture CDF), ``use_attention=False``. Defaults: the official CIFAR-10 model
+    (``flows/run_cifar.py``). ``weight_norm`` and ``output_concat_elu`` switch on the official
+    ImageNet models' weight-normalised convolutions and concat-ELU before each coupling
+    network's output conv; ``mixture_rescale`` adds survae's learnable per-channel scale of the
+    mixture couplings' ``tanh`` (one parameter per transformed channel; not in the official code).
     """
     check_discrete_image(data_shape, num_bins, "flowpp")
     net_kwargs, common, dequantizer = flowpp_front(
@@ -708,6 +737,9 @@ def flowpp(
         dequant_context_blocks=dequant_context_blocks,
         dequant_context_attention=dequant_context_attention,
         num_bisection_iters=num_bisection_iters,
+        weight_norm=weight_norm,
+        output_concat_elu=output_concat_elu,
+        mixture_rescale=mixture_rescale,
     )
     main, latent_shape = flowpp_stages(data_shape, stages, **common, **net_kwargs)
     layers: list[Transform] = [dequantizer, Logit(eps=logit_eps), *main]

@@ -8,7 +8,10 @@ with ``hidden_channels=96, num_blocks=10``, ``in_channels=3``,
 ``out_channels=3·(2 + 3·32)`` and ``image_size=(32, 16)`` (a checkerboard half of a CIFAR-10
 image) one network has 2,805,990 parameters, and the paper's CIFAR-10 model (31,443,440
 parameters) is built from 9 such main-flow couplings plus 4 two-block dequantisation couplings
-with 32 context channels.
+with 32 context channels (official ``flows/flows.py``). The official ImageNet models
+(``flows_imagenet/launchers/*.py``) weight-normalise every convolution and dense layer
+(``weight_norm=True``: one more gain per output channel) and apply a concat-ELU before the
+output convolution (``output_concat_elu=True``: its input has ``2·hidden_channels`` channels).
 """
 
 from __future__ import annotations
@@ -21,6 +24,43 @@ from survae.errors import ShapeError, check_shape
 from survae.nn.build import zero_init_
 from survae.nn.dropout import Dropout
 from survae.registry import register
+
+
+class WeightNormConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with weight normalisation (Salimans & Kingma 2016), as the official Flow++
+    ImageNet code's ``conv2d`` and ``dense``: the kernel is ``g · V / ‖V‖`` with one norm per
+    output channel (over its input channels and taps). ``weight`` holds ``V``, ``weight_g`` the
+    gains ``g``; the gains start at ``‖V‖``, so the layer starts as the plain convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, **kwargs):
+        super().__init__(in_channels, out_channels, kernel_size, **kwargs)
+        self.weight_g = nn.Parameter(self._norm(self.weight.detach()).clone())
+
+    @staticmethod
+    def _norm(v: torch.Tensor) -> torch.Tensor:
+        return v.flatten(1).norm(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight_g / self._norm(self.weight).clamp_min(1e-12)
+        return self._conv_forward(x, self.weight * scale.view(-1, 1, 1, 1), self.bias)
+
+
+def conv2d(
+    in_channels: int, out_channels: int, kernel_size: int, weight_norm: bool = False
+) -> nn.Conv2d:
+    """A same-padded convolution, weight-normalised if ``weight_norm``."""
+    cls = WeightNormConv2d if weight_norm else nn.Conv2d
+    return cls(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+
+def zero_output_(conv: nn.Conv2d) -> None:
+    """Make ``conv`` output zeros (a coupling starting at the identity): zero weight and bias,
+    or for a weight-normalised conv zero gains and bias (its direction ``V`` must stay non-zero)."""
+    if isinstance(conv, WeightNormConv2d):
+        nn.init.zeros_(conv.weight_g)
+        nn.init.zeros_(conv.bias)
+    else:
+        zero_init_(conv)
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +97,7 @@ class GatedResidualConv(nn.Module):
     ``conv₁`` is 3×3 (2C→C); ``conv₂`` (2C→2C, ``second_kernel_size``, 1 in the coupling
     networks, 3 in Flow++'s dequantiser context processor) feeds the gate ``a·sigmoid(b)``.
     With ``context_channels`` the context is added after ``conv₁`` through a 1×1 projection.
+    ``weight_norm`` weight-normalises the convolutions (official ImageNet models).
     """
 
     def __init__(
@@ -65,15 +106,16 @@ class GatedResidualConv(nn.Module):
         dropout: float = 0.0,
         context_channels: int | None = None,
         second_kernel_size: int = 1,
+        weight_norm: bool = False,
     ):
         super().__init__()
-        self.conv1 = nn.Conv2d(2 * channels, channels, 3, padding=1)
+        wn = weight_norm
+        self.conv1 = conv2d(2 * channels, channels, 3, wn)
         self.context_proj = (
-            nn.Conv2d(2 * context_channels, channels, 1) if context_channels else None
+            conv2d(2 * context_channels, channels, 1, wn) if context_channels else None
         )
         self.dropout = Dropout(dropout)
-        k = second_kernel_size
-        self.conv2 = nn.Conv2d(2 * channels, 2 * channels, k, padding=k // 2)
+        self.conv2 = conv2d(2 * channels, 2 * channels, second_kernel_size, wn)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(concat_elu(x))
@@ -86,9 +128,12 @@ class GatedResidualConv(nn.Module):
 class GatedSelfAttention(nn.Module):
     """``x + gate(proj₂(dropout(MHA(proj₁(x + pos)))))``: multi-head self-attention over all
     H·W positions of a feature map, with 1×1 projections (C→3C for queries/keys/values,
-    C→2C for the gate). The optional positional embedding enters queries/keys/values only."""
+    C→2C for the gate). The optional positional embedding enters queries/keys/values only.
+    ``weight_norm`` weight-normalises the projections (official ImageNet models)."""
 
-    def __init__(self, channels: int, num_heads: int = 4, dropout: float = 0.0):
+    def __init__(
+        self, channels: int, num_heads: int = 4, dropout: float = 0.0, weight_norm: bool = False
+    ):
         super().__init__()
         if channels % num_heads:
             raise ValueError(
@@ -96,9 +141,9 @@ class GatedSelfAttention(nn.Module):
                 f"num_heads ({num_heads})"
             )
         self.channels, self.num_heads = channels, num_heads
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.qkv = conv2d(channels, 3 * channels, 1, weight_norm)
         self.dropout = Dropout(dropout)
-        self.proj = nn.Conv2d(channels, 2 * channels, 1)
+        self.proj = conv2d(channels, 2 * channels, 1, weight_norm)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -121,11 +166,13 @@ class FlowPPBlock(nn.Module):
         dropout: float = 0.0,
         use_attention: bool = True,
         context_channels: int | None = None,
+        weight_norm: bool = False,
     ):
         super().__init__()
-        self.conv = GatedResidualConv(channels, dropout, context_channels)
+        wn = weight_norm
+        self.conv = GatedResidualConv(channels, dropout, context_channels, weight_norm=wn)
         self.norm1 = ChannelLayerNorm(channels)
-        self.attn = GatedSelfAttention(channels, num_heads, dropout) if use_attention else None
+        self.attn = GatedSelfAttention(channels, num_heads, dropout, wn) if use_attention else None
         self.norm2 = ChannelLayerNorm(channels) if use_attention else None
 
     def forward(
@@ -145,7 +192,10 @@ class FlowPPNet(nn.Module):
     by its attention layers; the paper uses it, and it counts towards the paper's parameter
     total); inputs must then have that spatial size. ``context_channels`` adds a context input
     projected into every gated convolution (Flow++'s dequantisation flow). ``use_attention=False``
-    is the paper's "no self-attention" ablation.
+    is the paper's "no self-attention" ablation. ``weight_norm`` weight-normalises every
+    convolution and ``output_concat_elu`` applies a concat-ELU before the output convolution, as
+    the official ImageNet models (off: the official CIFAR-10 model). A zero-initialised output
+    (``zero_init_output``) starts the coupling at the identity.
     """
 
     def __init__(
@@ -160,6 +210,8 @@ class FlowPPNet(nn.Module):
         context_channels: int | None = None,
         image_size: tuple[int, int] | None = None,
         zero_init_output: bool = True,
+        weight_norm: bool = False,
+        output_concat_elu: bool = False,
     ):
         super().__init__()
         if use_attention and hidden_channels % num_heads:
@@ -170,18 +222,22 @@ class FlowPPNet(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.context_channels = context_channels
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
-        self.inp = nn.Conv2d(in_channels, hidden_channels, 3, padding=1)
+        self.output_concat_elu = output_concat_elu
+        self.inp = conv2d(in_channels, hidden_channels, 3, weight_norm)
         if use_attention and self.image_size is not None:
             self.pos_emb = nn.Parameter(torch.randn(1, hidden_channels, *self.image_size) * 0.01)
         else:
             self.register_parameter("pos_emb", None)
         self.blocks = nn.ModuleList(
-            FlowPPBlock(hidden_channels, num_heads, dropout, use_attention, context_channels)
+            FlowPPBlock(
+                hidden_channels, num_heads, dropout, use_attention, context_channels, weight_norm
+            )
             for _ in range(num_blocks)
         )
-        self.out = nn.Conv2d(hidden_channels, out_channels, 3, padding=1)
+        out_in = 2 * hidden_channels if output_concat_elu else hidden_channels
+        self.out = conv2d(out_in, out_channels, 3, weight_norm)
         if zero_init_output:
-            zero_init_(self.out)
+            zero_output_(self.out)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         H, W = self.image_size if self.image_size is not None else (None, None)
@@ -198,4 +254,4 @@ class FlowPPNet(nn.Module):
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, context, self.pos_emb)
-        return self.out(h)
+        return self.out(concat_elu(h) if self.output_concat_elu else h)

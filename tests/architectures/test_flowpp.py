@@ -21,9 +21,10 @@ from survae.architectures.flowpp import (
 )
 from survae.errors import ShapeError
 from survae.models import build_model
-from survae.nn.flowpp import FlowPPNet
+from survae.nn.flowpp import FlowPPNet, WeightNormConv2d
 from survae.testing import assert_invertible, assert_logdet_matches_autograd
 from survae.transforms.base import Sequential
+from survae.transforms.bijections.logistic_mixture import LogisticMixtureCoupling
 from survae.transforms.surjections.dequantization import (
     UniformDequantization,
     VariationalDequantization,
@@ -58,6 +59,8 @@ def _perturb_couplings(module: torch.nn.Module, std: float = 0.05) -> None:
             if isinstance(m, FlowPPNet):
                 m.out.weight.normal_(0, std)
                 m.out.bias.normal_(0, std)
+                if isinstance(m.out, WeightNormConv2d):  # zero gains: give them a size
+                    m.out.weight_g.copy_(m.out.weight.flatten(1).norm(dim=1))
 
 
 # ------------------------------------------------------------------------------------------
@@ -229,51 +232,95 @@ def test_cifar10_parameter_count_matches_official():
     with torch.device("meta"):
         model = flowpp()
     n = _num_params(model)
-    # The official CIFAR-10 model (flows/run_cifar.py) has 31,443,440 parameters. The only
-    # difference: LogisticMixtureCoupling's learnable per-channel rescale of tanh (the official
-    # scale is exp(tanh(s))), one per transformed channel: 4·3 + 2·6 + 3·12 = 60 in the main
-    # flow and 4·3 = 12 in the dequantizer, 72 in all.
-    assert n == 31_443_512 == 31_443_440 + 72
-    assert abs(n - 31.4e6) / 31.4e6 < 0.02  # the paper's "31.4 M"
+    # The official CIFAR-10 model (flows/run_cifar.py) has 31,443,440 parameters, the
+    # arithmetic is in test_parameter_parity.py.
+    assert n == 31_443_440
     deq = model.transforms[0]
     assert isinstance(deq, VariationalDequantization)
-    assert _num_params(deq) == 3_466_988
+    assert _num_params(deq) == 3_466_976
+    # the official scale is exp(tanh(s)): no learnable rescale
+    mixtures = [m for m in model.modules() if isinstance(m, LogisticMixtureCoupling)]
+    assert len(mixtures) == 13 and all(m.rescale is None for m in mixtures)
 
 
-def test_ablation_parameter_counts_match_official():
-    # flows/ablations/abl_nomixlog.py (affine couplings, 108 filters): 32,045,708 — exact,
-    # since the affine coupling has no rescale parameters.
+def test_learnable_rescale_is_a_named_option():
+    # survae's earlier choice: a learnable per-channel scale of tanh in every mixture coupling,
+    # one parameter per transformed channel: 4·3 + 2·6 + 3·12 = 60 in the main flow and
+    # 4·3 = 12 in the dequantizer.
     with torch.device("meta"):
-        affine = flowpp(coupling="affine", hidden_channels=108)
-        uniform = flowpp(dequantization="uniform", hidden_channels=104)
-    assert _num_params(affine) == 32_045_708
-    # flows/ablations/abl_nodequant.py (uniform dequantization, 104 filters): 32,324,408, plus
-    # the 60 rescale parameters of the 9 main-flow mixture couplings.
-    assert _num_params(uniform) == 32_324_408 + 60
-    assert isinstance(uniform.transforms[0], UniformDequantization)
+        model = flowpp(mixture_rescale=True)
+    assert _num_params(model) == 31_443_440 + 72
 
 
-def _model_from_configs(*experiment: str) -> torch.nn.Module:
+def test_mixture_coupling_without_rescale_is_exp_tanh():
+    """``rescale=False``: the elementwise log-scale is tanh(a_raw) itself, and the layer stays
+    invertible with an exact log-determinant."""
+    net = {"name": "flowpp_net", "hidden_channels": 8, "num_blocks": 1, "num_heads": 2}
+    net["dropout"] = 0.0
+    layer = LogisticMixtureCoupling(4, net, num_components=3, rescale=False).double()
+    assert layer.rescale is None
+    _perturb_couplings(layer, std=0.3)
+    x = torch.randn(3, 4, 3, 3, dtype=torch.float64)
+    out = layer.net(x[:, :2]).view(3, 11, 2, 3, 3)
+    a = layer._params(x[:, :2], None)[3]
+    torch.testing.assert_close(a, torch.tanh(out[:, 9]))
+    assert_invertible(layer, x, atol=1e-6, rtol=1e-5)
+    assert_logdet_matches_autograd(layer, x[:2])
+
+
+def _spec_from_configs(*experiment: str) -> dict:
     cfg = OmegaConf.load(CONFIGS / "model" / "flowpp.yaml")
     for name in experiment:
         exp = OmegaConf.load(CONFIGS / "experiment" / f"{name}.yaml")
         cfg = OmegaConf.merge(cfg, exp.get("model", {}))
-    spec = OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _model_from_configs(*experiment: str) -> torch.nn.Module:
     with torch.device("meta"):
-        return build_model(spec, (3, 32, 32), 256)
+        return build_model(_spec_from_configs(*experiment), (3, 32, 32), 256)
 
 
 def test_model_config_is_the_official_cifar10_model():
-    assert _num_params(_model_from_configs()) == 31_443_512
+    assert _num_params(_model_from_configs()) == 31_443_440
 
 
-def test_imagenet32_config_parameter_count():
-    # Official launcher: 168,955,724. Its coupling networks add weight-normalisation gains and
-    # a concat-ELU before the output conv (input 2·filters), which flowpp_net does not have;
-    # the layout (stages, blocks, filters, dequantizer, context processor) is the official one.
-    n = _num_params(_model_from_configs("flowpp_imagenet32"))
-    assert n == 157_424_681
-    assert -0.07 < (n - 168_955_724) / 168_955_724 < -0.06
+def test_imagenet32_config_is_the_official_model():
+    # Official launcher: 168,955,724 (arithmetic in test_parameter_parity.py): weight-normalised
+    # convolutions everywhere and a concat-ELU before each coupling network's output conv.
+    model = _model_from_configs("flowpp_imagenet32")
+    assert _num_params(model) == 168_955_724
+    nets = [m for m in model.modules() if isinstance(m, FlowPPNet)]
+    assert len(nets) == 8 + 13  # dequantizer + main flow
+    assert all(n.output_concat_elu and isinstance(n.out, WeightNormConv2d) for n in nets)
+    assert nets[-1].out.in_channels == 2 * 128
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(c, WeightNormConv2d) for c in convs)
+    # without the two official features: survae's earlier ImageNet 32 model
+    spec = _spec_from_configs("flowpp_imagenet32")
+    spec.update(weight_norm=False, output_concat_elu=False, mixture_rescale=True)
+    with torch.device("meta"):
+        assert _num_params(build_model(spec, (3, 32, 32), 256)) == 157_424_681
+
+
+def test_imagenet_features_keep_the_likelihood_exact():
+    """Weight norm and the output concat-ELU change the networks only: the main flow stays a
+    bijection with an exact log-determinant, and it starts at the identity."""
+    model = flowpp(data_shape=(3, 4, 4), weight_norm=True, output_concat_elu=True, **SMALL).double()
+    main = Sequential(list(model.transforms)[2:])  # after dequantization and logit
+    u = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    main.eval()
+    nets = [m for m in main.modules() if isinstance(m, FlowPPNet)]
+    assert nets and all(isinstance(n.out, WeightNormConv2d) for n in nets)
+    # zero gains and bias: every coupling network starts with a zero output
+    h = nets[0](u[:, :3, :, :2])
+    assert h.abs().sum() == 0 and h.shape[1] == 3 * (3 * 3 + 2)
+    main.train()
+    main(u)  # data-dependent init of the per-element norms
+    _perturb_couplings(main)
+    main.eval()
+    assert_invertible(main, u[:2], atol=1e-6, rtol=1e-5)
+    assert_logdet_matches_autograd(main, u[:2])
 
 
 # ------------------------------------------------------------------------------------------

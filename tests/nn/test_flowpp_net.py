@@ -13,6 +13,7 @@ from survae.nn.flowpp import (
     FlowPPNet,
     GatedResidualConv,
     GatedSelfAttention,
+    WeightNormConv2d,
     concat_elu,
 )
 from survae.registry import get
@@ -50,6 +51,65 @@ def test_parameter_count_of_paper_cifar10_coupling():
     block += (3 * F_ * F_ + 3 * F_) + (2 * F_ * F_ + 2 * F_) + 2 * F_
     expected = (27 * F_ + F_) + 32 * 16 * F_ + 10 * block + 9 * F_ * 294 + 294
     assert _num_params(net) == expected == 2_805_990
+
+
+def test_parameter_count_of_official_imagenet32_coupling():
+    # One main-flow coupling of flows_imagenet/launchers/imagenet32_official.py: 128 filters,
+    # 20 blocks, 3 channels on 32×16, 32 components; every conv/dense layer weight-normalised
+    # (V, g, b: one gain per output unit) and a concat-ELU before the output conv (input 2F).
+    F_, K, C = 128, 32, 3
+    net = FlowPPNet(
+        C,
+        C * (3 * K + 2),
+        hidden_channels=F_,
+        num_blocks=20,
+        image_size=(32, 16),
+        weight_norm=True,
+        output_concat_elu=True,
+    )
+    block = (18 * F_ * F_ + 2 * F_) + (4 * F_ * F_ + 4 * F_) + 2 * F_
+    block += (3 * F_ * F_ + 6 * F_) + (2 * F_ * F_ + 4 * F_) + 2 * F_
+    expected = (9 * C * F_ + 2 * F_) + 32 * 16 * F_ + 20 * block
+    expected += 9 * 2 * F_ * C * (3 * K + 2) + 2 * C * (3 * K + 2)
+    assert _num_params(net) == expected == 9_645_772
+
+
+def test_weight_norm_conv_is_gain_times_direction():
+    torch.manual_seed(0)
+    conv = WeightNormConv2d(3, 5, 3, padding=1)
+    plain = torch.nn.Conv2d(3, 5, 3, padding=1)
+    with torch.no_grad():
+        plain.weight.copy_(conv.weight)
+        plain.bias.copy_(conv.bias)
+    x = torch.randn(2, 3, 4, 6)
+    # the gains start at the norms: the layer starts as the plain convolution
+    torch.testing.assert_close(conv(x), plain(x))
+    with torch.no_grad():
+        conv.weight_g.normal_()
+        conv.weight.mul_(torch.rand(5, 1, 1, 1) + 0.5)  # rescaling V does not change W
+    v = conv.weight
+    w = conv.weight_g.view(-1, 1, 1, 1) * v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(conv(x), F.conv2d(x, w, conv.bias, padding=1))
+    assert _num_params(conv) == 5 * 3 * 9 + 5 + 5
+    conv(x).square().sum().backward()
+    assert all(p.grad is not None for p in conv.parameters())
+
+
+def test_output_concat_elu_and_weight_norm_options():
+    net = _small(weight_norm=True, output_concat_elu=True)
+    assert net.out.in_channels == 16 and isinstance(net.out, WeightNormConv2d)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(isinstance(c, WeightNormConv2d) for c in convs)
+    x = torch.randn(2, 3, 4, 6)
+    assert torch.equal(net(x), torch.zeros(2, 6, 4, 6))  # zero gains and bias at the output
+    with torch.no_grad():
+        net.out.weight_g.fill_(1.0)
+    h = net.inp(x)
+    for block in net.blocks:
+        h = block(h)
+    torch.testing.assert_close(net(x), net.out(concat_elu(h)))
+    (net(x) - 1).square().sum().backward()
+    _assert_all_grads(net)
 
 
 @pytest.mark.parametrize("hw", [(4, 6), (5, 3)])

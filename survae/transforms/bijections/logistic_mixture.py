@@ -86,7 +86,8 @@ class LogisticMixtureCoupling(Bijection):
     parameter-major: viewed as ``[B, 3K + 2, C_out, ...]`` the groups are ``K`` mixture logits,
     ``K`` means, ``K`` log-scales, then the raw log-scale ``a`` and the shift ``b``. The
     elementwise log-scale is bounded, ``a = rescale · tanh(a_raw)`` with a learnable
-    per-channel ``rescale`` (initialised to 1). With ``context_mode="concat"`` the context is
+    per-channel ``rescale`` (initialised to 1); ``rescale=False`` gives the official Flow++
+    ``a = tanh(a_raw)`` (no extra parameters). With ``context_mode="concat"`` the context is
     concatenated to the network input on the channel axis; with ``"net"`` the network is called
     as ``net(x1, context)`` (e.g. ``flowpp_net``, whose spec then gets ``context_channels``
     filled in when it does not set it). If the network's last layer is zero-initialised
@@ -108,6 +109,7 @@ class LogisticMixtureCoupling(Bijection):
         context_mode: str = "concat",
         num_bisection_iters: int = 100,
         min_log_scale: float = -7.0,
+        rescale: bool = True,
     ):
         super().__init__()
         if mask not in _MASKS:
@@ -141,7 +143,10 @@ class LogisticMixtureCoupling(Bijection):
         elif context_channels > 0 and isinstance(net, Mapping) and "context_channels" not in net:
             net = {**net, "context_channels": context_channels}
         self.net = build_network(net, net_in, (3 * num_components + 2) * self.out_per_param)
-        self.rescale = nn.Parameter(torch.ones(self.out_per_param))
+        if rescale:
+            self.rescale = nn.Parameter(torch.ones(self.out_per_param))
+        else:
+            self.register_parameter("rescale", None)
 
     # --- input handling -------------------------------------------------------------------
     def _check(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor | None:
@@ -194,8 +199,9 @@ class LogisticMixtureCoupling(Bijection):
         log_weights = torch.log_softmax(out[:, :K], dim=1)
         means = out[:, K : 2 * K]
         log_scales = out[:, 2 * K : 3 * K].clamp(min=self.min_log_scale)
-        rescale = self.rescale.view(1, C, *([1] * len(spatial)))
-        a = rescale * torch.tanh(out[:, 3 * K])
+        a = torch.tanh(out[:, 3 * K])
+        if self.rescale is not None:
+            a = self.rescale.view(1, C, *([1] * len(spatial))) * a
         b = out[:, 3 * K + 1]
         return log_weights, means, log_scales, a, b
 
