@@ -14,6 +14,7 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 from survae.architectures.autoregressive import Flatten, ScaleShiftMLP  # noqa: E402
+from survae.architectures.conditional import ConditionalGlowTopPrior  # noqa: E402
 from survae.architectures.flowpp import (  # noqa: E402
     ElementwiseActNorm,
     FlowPPAffineCoupling,
@@ -21,16 +22,20 @@ from survae.architectures.flowpp import (  # noqa: E402
     HalfSplit,
     SpaceToDepth,
 )
-from survae.architectures.glow import MultiScaleFlow  # noqa: E402
+from survae.architectures.glow import GlowTopPrior, MultiScaleFlow  # noqa: E402
 from survae.architectures.point_flows import PointAffineCoupling, PointShuffle, SwapAxes  # noqa: E402
 from survae.architectures.survae_image import ChannelwiseNormal  # noqa: E402
+from survae.architectures.toy import FeatureAffine  # noqa: E402
 from survae.architectures.vae import IAFPosterior  # noqa: E402
 
 __all__ = [
     "ChannelwiseNormal",
+    "ConditionalGlowTopPrior",
     "ElementwiseActNorm",
+    "FeatureAffine",
     "Flatten",
     "FlowPPAffineCoupling",
+    "GlowTopPrior",
     "GroupedConv1x1",
     "HalfSplit",
     "IAFPosterior",

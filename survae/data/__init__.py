@@ -20,6 +20,7 @@ from survae.data import (  # noqa: F401  (registers)
     uci,
 )
 from survae.data.base import ArrayDataset, FlowDataModule
+from survae.data.conditional_toy import GaussianClassesDataModule, RotatedMoonsDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.imagenet import ImageNet32DataModule, ImageNet64DataModule
 from survae.data.images import (
@@ -60,6 +61,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "FlowDataModule",
     "FourCirclesDataModule",
+    "GaussianClassesDataModule",
     "GasDataModule",
     "HepmassDataModule",
     "ImageNet32DataModule",
@@ -69,6 +71,7 @@ __all__ = [
     "PinwheelDataModule",
     "PowerDataModule",
     "RingsDataModule",
+    "RotatedMoonsDataModule",
     "SpatialMNISTDataModule",
     "TwoMoonsDataModule",
     "TwoSpiralsDataModule",

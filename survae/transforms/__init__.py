@@ -29,9 +29,11 @@ from survae.transforms.bijections.coupling import AdditiveCoupling, AffineCoupli
 from survae.transforms.bijections.elementwise import Logit, Scale, Shift, Sigmoid
 from survae.transforms.bijections.logistic_mixture import LogisticMixtureCoupling
 from survae.transforms.bijections.permutation import RandomPermutation, Reverse
+from survae.transforms.bijections.spline import RQSplineAutoregressive, RQSplineCoupling
 from survae.transforms.bijections.squeeze import Squeeze2d, Unsqueeze2d
 from survae.transforms.memory import MemorySavingBlock
 from survae.transforms.stochastic.vae import VAE
+from survae.transforms.surjections.abs_conditional import ConditionalAbsSurjection
 from survae.transforms.surjections.absolute import AbsSurjection
 from survae.transforms.surjections.augment import Augment
 from survae.transforms.surjections.dequantization import (
@@ -51,6 +53,7 @@ __all__ = [
     "Augment",
     "BatchNormBijection",
     "Bijection",
+    "ConditionalAbsSurjection",
     "Conv1x1",
     "Conv1x1LU",
     "InverseAutoregressive",
@@ -60,6 +63,8 @@ __all__ = [
     "MaskedAffineAutoregressive",
     "MaxPoolSurjection2d",
     "MemorySavingBlock",
+    "RQSplineAutoregressive",
+    "RQSplineCoupling",
     "RandomPermutation",
     "Reverse",
     "Scale",
