@@ -1,30 +1,106 @@
-"""Evaluating trained checkpoints: importance-weighted likelihoods and sample quality."""
+"""Evaluating trained checkpoints: importance-weighted likelihoods and sample quality.
+
+The scripts (``scripts/eval_loglik.py``, ``scripts/eval_sample.py``) check their inputs with
+:func:`check_output_path` and :func:`survae.devices.check_device` before any work, and show
+progress with :func:`progress_iter`.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+from survae.checkpoints import load_checkpoint
 from survae.flows import Flow
 from survae.metrics import importance_weighted_log_prob, metric_for
-from survae.models import load_model
+from survae.models import model_from_checkpoint
+
+T = TypeVar("T")
 
 
-def checkpoint_hparams(path: str | Path) -> dict[str, Any]:
-    """The hyperparameters stored in a training checkpoint (model spec, data info/config)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    return dict(ckpt.get("hyper_parameters", {}))
+def progress_iter(
+    items: Iterable[T], description: str, total: int | None = None, enabled: bool = True
+) -> Iterator[T]:
+    """``items`` with a progress bar on stderr (rich: count, elapsed and remaining time);
+    ``total`` defaults to ``len(items)``. With ``enabled`` false, just ``items``."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
 
 
-def datamodule_from_checkpoint(path: str | Path, **overrides: Any):
+def check_output_path(path: str | os.PathLike | None, option: str) -> None:
+    """``FileNotFoundError`` naming ``option`` when ``path``'s folder does not exist or is not
+    writable (checked before the work whose result would be lost)."""
+    if path is None:
+        return
+    folder = Path(path).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{option} {path}: the folder {folder} is not writable")
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean a bad input to an evaluation script (a missing or unsafe
+    checkpoint, data set or weights file, an absent device, a bad option): the scripts print
+    their one-line message instead of a traceback."""
+    from survae.checkpoints import CheckpointError
+    from survae.config_check import ConfigError
+    from survae.data.errors import DatasetCorruptedError
+    from survae.devices import DeviceUnavailableError
+
+    return (
+        CheckpointError,
+        ConfigError,
+        DatasetCorruptedError,
+        DeviceUnavailableError,
+        FileNotFoundError,  # also DatasetNotFoundError and missing Inception weights
+        PermissionError,
+        IsADirectoryError,
+    )
+
+
+def checkpoint_hparams(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """The hyperparameters stored in a training checkpoint (model spec, data info/config),
+    read without running code unless ``trust``."""
+    return dict(load_checkpoint(path, trust=trust)["hyper_parameters"])
+
+
+def datamodule_from_checkpoint(path: str | Path, trust: bool = False, **overrides: Any):
     """The data module a checkpoint was trained on, with ``overrides`` (e.g. ``root``)."""
     from survae.training.pipeline import build_datamodule
 
-    hp = checkpoint_hparams(path)
+    hp = checkpoint_hparams(path, trust=trust)
     cfg = dict(hp.get("data_config") or {})
     if not cfg:
         raise ValueError(f"{path} stores no data config; pass the data set explicitly")
@@ -42,15 +118,20 @@ def evaluate_log_likelihood(
     chunk_size: int | None = None,
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Mean metric over ``loader``: exact for exact models, else the k-sample IW bound."""
+    """Mean metric over ``loader``: exact for exact models, else the k-sample IW bound
+    (``progress``: a progress bar over the batches)."""
     model = model.to(device).eval()
     metric = metric_for(kind)
     size = shape[0] if kind == "points" else math.prod(shape)
     total, count = 0.0, 0
-    for i, x in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
+    num_batches = len(loader) if hasattr(loader, "__len__") else None
+    if max_batches is not None:
+        num_batches = max_batches if num_batches is None else min(num_batches, max_batches)
+    what = "log-likelihood" if model.exact or num_samples == 1 else f"IW bound, k={num_samples}"
+    batches = itertools.islice(loader, max_batches)  # max_batches None: all of them
+    for x in progress_iter(batches, f"{what} (batches)", num_batches, enabled=progress):
         x = x.to(device)
         log_prob = importance_weighted_log_prob(model.log_prob, x, num_samples, chunk_size)
         total += metric(log_prob, size).sum().item()
@@ -64,7 +145,10 @@ def evaluate_log_likelihood(
     }
 
 
-def load_for_eval(path: str | Path, device: str = "cpu") -> tuple[Flow, Mapping[str, Any]]:
-    """``(model, data_info)`` of a checkpoint, model in eval mode on ``device``."""
-    hp = checkpoint_hparams(path)
-    return load_model(path, map_location=device).to(device), hp["data_info"]
+def load_for_eval(
+    path: str | Path, device: str = "cpu", trust: bool = False
+) -> tuple[Flow, Mapping[str, Any]]:
+    """``(model, data_info)`` of a checkpoint, model in eval mode on ``device``; the file is
+    read once, without running code unless ``trust``."""
+    ckpt = load_checkpoint(path, trust=trust)
+    return model_from_checkpoint(ckpt).to(device), ckpt["hyper_parameters"]["data_info"]

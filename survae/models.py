@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from survae import registry
+from survae.checkpoints import load_checkpoint
 from survae.config_check import ConfigError, check_kwargs
 from survae.flows import Flow
 
@@ -87,13 +88,22 @@ def build_model(
 
 
 def load_model(
-    path: str | Path, map_location: str | torch.device = "cpu", ema: bool = True
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    ema: bool = True,
+    trust: bool = False,
 ) -> Flow:
-    """The trained :class:`Flow` stored in a training checkpoint (EMA weights when present)."""
-    ckpt = torch.load(str(path), map_location=map_location, weights_only=False)
-    hp = ckpt.get("hyper_parameters", {})
-    if "model_spec" not in hp:
-        raise ValueError(f"{path} is not a survae training checkpoint (no 'model_spec')")
+    """The trained :class:`Flow` stored in a training checkpoint (EMA weights when present).
+
+    The checkpoint is read without running code (see :mod:`survae.checkpoints`); ``trust``
+    allows an old or foreign file that needs more than tensors and plain values.
+    """
+    return model_from_checkpoint(load_checkpoint(path, map_location, trust=trust), ema=ema)
+
+
+def model_from_checkpoint(ckpt: Mapping[str, Any], ema: bool = True) -> Flow:
+    """The :class:`Flow` of an already-read training checkpoint (EMA weights when present)."""
+    hp = ckpt["hyper_parameters"]
     info = hp["data_info"]
     model = build_model(copy.deepcopy(hp["model_spec"]), info["shape"], info.get("num_bins"))
     state = ckpt["state_dict"]

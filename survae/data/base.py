@@ -118,9 +118,15 @@ class EpochShuffleSampler(Sampler[int]):
     def __init__(self, n: int, seed: int = 0):
         self.n, self.seed, self.epoch = int(n), int(seed), 0
         self._epoch_given = False
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._epoch_given = int(epoch), True
+
+    def resume_at(self, epoch: int, num_consumed: int) -> None:
+        """Make the next pass over ``epoch`` skip its first ``num_consumed`` examples: a run
+        resumed from a mid-epoch checkpoint sees exactly the rest of that epoch's order."""
+        self._resume = (int(epoch), int(num_consumed))
 
     def __len__(self) -> int:
         return self.n
@@ -129,6 +135,9 @@ class EpochShuffleSampler(Sampler[int]):
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(2)
         g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
         order = torch.randperm(self.n, generator=g).tolist()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            order = order[self._resume[1] :]
+            self._resume = None
         if not self._epoch_given:
             self.epoch += 1
         return iter(order)

@@ -1,16 +1,37 @@
-"""Atomic checkpoint writing and RNG state that makes a resumed run continue exactly."""
+"""Checkpoints that lose nothing: atomic writes, a ``last.ckpt`` that is the latest state
+(periodic, at epoch and training end, on SIGTERM/SIGINT), and the RNG and data-order state
+that makes a resumed run continue bit for bit."""
 
 from __future__ import annotations
 
 import os
 import random
+import signal
 import tempfile
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
+
+#: prefix of the temporary files of atomic writes; a killed write leaves one behind
+TMP_PREFIX = ".tmp-"
+
+
+def remove_orphan_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete temporary checkpoint files left in ``folder`` by writes that were killed.
+
+    Call it only while holding the run folder (no other process writes there)."""
+    removed = []
+    for path in Path(folder).glob(f"{TMP_PREFIX}*.ckpt"):
+        path.unlink(missing_ok=True)
+        removed.append(str(path))
+    return removed
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -19,7 +40,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".ckpt", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -51,9 +72,22 @@ def _numpy_state_from_tensors(state: tuple) -> tuple:
     return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
 
 
-class RNGStateCallback(pl.Callback):
-    """Stores Python, NumPy, torch (and CUDA) RNG states in checkpoints and restores them, so
-    that a resumed run draws the same dequantization noise and shuffles as an unbroken one."""
+class RunInterruptedError(Exception):
+    """Training stopped on SIGTERM or SIGINT after writing ``last.ckpt``."""
+
+    def __init__(self, signame: str, step: int, checkpoint: str):
+        self.signame, self.step, self.checkpoint = signame, step, checkpoint
+        super().__init__(f"{signame} at step {step}; latest state saved to {checkpoint}")
+
+
+class ExactResumeState(pl.Callback):
+    """Stores what Lightning does not -- Python, NumPy, torch (and CUDA) RNG states and the
+    position in the epoch's data order -- and restores it, so that a run resumed from any
+    checkpoint, even one written mid-epoch, draws the same batches and noise as an unbroken
+    run."""
+
+    def __init__(self) -> None:
+        self._position: dict[str, int] | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         state = {
@@ -65,9 +99,19 @@ class RNGStateCallback(pl.Callback):
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         checkpoint["rng_states"] = state
+        loader = trainer.train_dataloader
+        batch_size = getattr(loader, "batch_size", None)
+        if batch_size:
+            # batches whose optimisation step finished in the current epoch
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            checkpoint["data_position"] = {
+                "epoch": int(trainer.current_epoch),
+                "examples": int(done) * int(batch_size),
+            }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         state = checkpoint.get("rng_states")
+        self._position = checkpoint.get("data_position")
         if not state:
             return
         random.setstate(state["python"])
@@ -75,3 +119,90 @@ class RNGStateCallback(pl.Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """After restoring: skip the part of the interrupted epoch that was already trained."""
+        if self._position is None:
+            return
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if hasattr(sampler, "resume_at"):
+            sampler.resume_at(self._position["epoch"], self._position["examples"])
+        self._position = None
+
+
+class LatestCheckpoint(Checkpoint):
+    """Keeps ``last.ckpt`` the latest state of training.
+
+    Written every ``every_n_steps`` optimisation steps and every ``every_minutes`` minutes
+    (whichever comes first; either may be ``None``), after every training epoch (after its
+    validation), at the end of training, and on SIGTERM (Slurm preemption) or SIGINT (Ctrl-C):
+    then it saves after the current step and stops the run with :class:`RunInterruptedError`. A
+    second Ctrl-C aborts at once. All writes are atomic (see :class:`AtomicCheckpointIO`).
+    """
+
+    FILENAME = "last.ckpt"
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike,
+        every_n_steps: int | None = None,
+        every_minutes: float | None = None,
+    ) -> None:
+        self.path = str(Path(dirpath) / self.FILENAME)
+        self.every_n_steps = every_n_steps
+        self.every_seconds = None if every_minutes is None else 60.0 * float(every_minutes)
+        self._last_saved_step = -1
+        self._last_saved_time = time.monotonic()
+        self._signal: str | None = None
+        self._previous_sigint: Any = None
+
+    # -------------------------------------------------------------------- signals
+    def _on_sigint(self, signum, frame) -> None:
+        if self._signal == "SIGINT":  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self._signal = "SIGINT"
+        print("\n[survae] Ctrl-C: saving the latest state after this step (again to abort)")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._restore_sigint()
+
+    # -------------------------------------------------------------------- saving
+    def save(self, trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._last_saved_step = trainer.global_step
+        self._last_saved_time = time.monotonic()
+
+    def _due(self, trainer) -> bool:
+        step = trainer.global_step
+        due = bool(self.every_n_steps) and step % int(self.every_n_steps) == 0
+        if self.every_seconds is not None:
+            due = due or time.monotonic() - self._last_saved_time >= self.every_seconds
+            if trainer.world_size > 1:  # every rank must take part in a save
+                due = bool(trainer.strategy.broadcast(due, src=0))
+        return due and step != self._last_saved_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        signame = "SIGTERM" if trainer.received_sigterm else self._signal
+        if signame is not None:
+            self.save(trainer)
+            raise RunInterruptedError(signame, trainer.global_step, self.path)
+        if self._due(trainer):
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._last_saved_step:
+            self.save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._last_saved_step:
+            self.save(trainer)
+        self._restore_sigint()

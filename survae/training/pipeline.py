@@ -8,13 +8,13 @@ Hydra, but nothing here depends on Hydra.
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,14 +25,30 @@ from pytorch_lightning.callbacks import (
     ModelCheckpoint,
     RichProgressBar,
 )
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from survae import registry
+from survae.checkpoints import load_checkpoint
 from survae.config_check import ConfigError, check_kwargs
 from survae.threads import configure_threads
 from survae.training.callbacks import SampleFigures
-from survae.training.checkpoint import AtomicCheckpointIO, RNGStateCallback
-from survae.training.loggers import build_logger
+from survae.training.checkpoint import (
+    AtomicCheckpointIO,
+    ExactResumeState,
+    LatestCheckpoint,
+    RunInterruptedError,
+    remove_orphan_temporaries,
+)
+from survae.training.loggers import build_logger, finish_wandb_run
 from survae.training.module import FlowModule
+from survae.training.run_folder import (
+    RunFolder,
+    atomic_write_text,
+    check_resume_compatible,
+    quiet_lightning,
+    write_config_record,
+)
+from survae.training.validation import validate_run_config
 
 
 def build_datamodule(cfg: Mapping[str, Any], seed: int) -> pl.LightningDataModule:
@@ -76,20 +92,28 @@ def conditional_info(dm: pl.LightningDataModule) -> dict[str, Any]:
 def build_callbacks(
     cfg: Mapping[str, Any], ckpt_dir: str, out_dir: str, metric: Any, has_logger: bool = True
 ) -> list:
-    """Checkpointing (best and last, atomic), RNG state, early stopping, LR monitor, samples,
-    progress bar."""
-    cbs: list[pl.Callback] = [RNGStateCallback()]
+    """Checkpointing (best by the validation metric, and the latest state as ``last.ckpt``;
+    both atomic), exact-resume state, early stopping, LR monitor, samples, progress bar."""
+    cbs: list[pl.Callback] = [ExactResumeState()]
     monitor = f"val/{metric.name}"
+    mode = "max" if metric.higher_is_better else "min"
     cbs.append(
         ModelCheckpoint(
             dirpath=ckpt_dir,
             filename="best-{epoch:03d}-{step}",
             monitor=monitor,
-            mode="max" if metric.higher_is_better else "min",
-            save_last=True,
+            mode=mode,
+            save_last=False,  # last.ckpt is LatestCheckpoint's: the latest state, not the best
             save_top_k=1,
             auto_insert_metric_name=False,
             every_n_epochs=int(cfg.get("checkpoint_every_n_epochs", 1)),
+        )
+    )
+    cbs.append(
+        LatestCheckpoint(
+            ckpt_dir,
+            every_n_steps=cfg.get("checkpoint_every_n_steps"),
+            every_minutes=cfg.get("checkpoint_every_minutes"),
         )
     )
     early = cfg.get("early_stopping") or {}
@@ -97,9 +121,10 @@ def build_callbacks(
         cbs.append(
             EarlyStopping(
                 monitor=monitor,
-                mode="max" if metric.higher_is_better else "min",
+                mode=mode,
                 patience=int(early["patience"]),
                 min_delta=float(early.get("min_delta", 0.0)),
+                strict=False,  # a run shorter than one validation has nothing to monitor yet
             )
         )
     if cfg.get("lr_monitor", True) and has_logger:
@@ -119,13 +144,55 @@ def build_callbacks(
     return cbs
 
 
+def import_user_modules(modules: Sequence[str] | None) -> None:
+    """Import the modules a config lists under ``imports`` (the user's own layers, networks or
+    data sets register themselves on import); a module that cannot be imported stops the run."""
+    for name in modules or []:
+        try:
+            importlib.import_module(str(name))
+        except ImportError as err:
+            raise ConfigError(
+                f"imports: cannot import {name!r} ({err}); put its folder on PYTHONPATH "
+                "or install it"
+            ) from None
+
+
 def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Fit, test, and return ``{"checkpoint", "test", "metric", "output_dir"}``."""
+    """Fit, test, and return ``{"checkpoint", "test", "val", "metric", "output_dir"}``.
+
+    The run owns ``paths.output_dir`` while it runs (a second run there is refused). If the
+    folder already holds a ``last.ckpt`` and no ``ckpt_path`` is given (a requeued job), the run
+    continues from it. A resumed run refuses a checkpoint whose model or data spec differs from
+    the config unless ``force_resume``. SIGTERM or Ctrl-C saves ``last.ckpt`` and returns with
+    ``results["interrupted"]`` set and no test.
+    """
+    import_user_modules(cfg.get("imports"))
+    validate_run_config(cfg)
     seed = int(cfg.get("seed", 0))
-    pl.seed_everything(seed, workers=True)
+    pl.seed_everything(seed, workers=True, verbose=False)
     out_dir = str(cfg["paths"]["output_dir"])
     ckpt_dir = os.path.join(out_dir, "checkpoints")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with RunFolder(out_dir), quiet_lightning():
+        try:
+            return _train_in_folder(cfg, seed, out_dir, ckpt_dir)
+        except BaseException:
+            finish_wandb_run(failed=True)  # W&B shows the run as failed, not as running
+            raise
+
+
+def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: str) -> dict:
+    for path in remove_orphan_temporaries(ckpt_dir) if os.path.isdir(ckpt_dir) else []:
+        print(f"[survae] removed {path}: left by a checkpoint write that was killed")
+    trust = bool(cfg.get("trust_checkpoint", False))
+    ckpt_path = cfg.get("ckpt_path")
+    latest = os.path.join(ckpt_dir, LatestCheckpoint.FILENAME)
+    if ckpt_path is None and os.path.isfile(latest):
+        ckpt_path = latest  # this folder's run was stopped (e.g. a requeued job): continue it
+    if ckpt_path is not None:
+        check_resume_compatible(
+            load_checkpoint(ckpt_path, trust=trust), cfg, str(ckpt_path), cfg.get("force_resume")
+        )
+    write_config_record(out_dir, cfg)
 
     dm = build_datamodule(cfg["data"], seed)
     info = data_info(dm)
@@ -167,27 +234,47 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
         logger.log_hyperparams(
             {"num_parameters": num_params, "likelihood": "exact" if module.model.exact else "bound"}
         )
+    if ckpt_path is not None:
+        print(f"[survae] resuming from {ckpt_path}")
 
     started = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    interrupted: str | None = None
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=not trust)
+    except RunInterruptedError as stop:
+        interrupted = stop.signame
+    except SIGTERMException:  # SIGTERM outside a training step (e.g. in validation)
+        interrupted = "SIGTERM"
     fit_seconds = time.time() - started
 
     ckpt_cb = trainer.checkpoint_callback
-    best = getattr(ckpt_cb, "best_model_path", "") or getattr(ckpt_cb, "last_model_path", "")
+    best = getattr(ckpt_cb, "best_model_path", "") or ""
+    metric = module.metric.name
     results: dict[str, Any] = {
-        "checkpoint": best,
-        "metric": module.metric.name,
+        "checkpoint": best or (latest if os.path.isfile(latest) else ""),
+        "last_checkpoint": latest if os.path.isfile(latest) else "",
+        "metric": metric,
         "output_dir": out_dir,
+        "val": {
+            "best": _as_float(getattr(ckpt_cb, "best_model_score", None)),
+            "last": _as_float(trainer.callback_metrics.get(f"val/{metric}")),
+        },
+        "interrupted": interrupted,
     }
-    if cfg.get("test", True):
+    if interrupted:
+        print(
+            f"[survae] stopped by {interrupted} at step {trainer.global_step}; latest state: "
+            f"{results['last_checkpoint']}\n[survae] continue with: survae-run resume={out_dir}"
+        )
+    elif cfg.get("test", True):
         ckpt = best if best and not trainer_kwargs.get("fast_dev_run") else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
         results["test"] = tested[0] if tested else {}
-    value = results.get("test", {}).get(f"test/{module.metric.name}")
+    value = results.get("test", {}).get(f"test/{metric}")
     exact = "exact" if module.model.exact else "bound"
-    print(f"[survae] checkpoint: {best or '(none written)'}")
+    print(f"[survae] checkpoint: {results['checkpoint'] or '(none written)'}")
     if value is not None:
-        print(f"[survae] test/{module.metric.name} = {value:.4f} ({exact})")
+        print(f"[survae] test/{metric} = {value:.4f} ({exact})")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if trainer.is_global_zero:
@@ -195,6 +282,10 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
             out_dir, cfg, results, trainer, num_params, fit_seconds, module.model.exact
         )
     return results
+
+
+def _as_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def hardware_description() -> str:
@@ -215,9 +306,20 @@ def write_run_record(
 ) -> str:
     """``results.json`` in the run folder: what ``scripts/report.py`` tabulates."""
     metric = results["metric"]
+    run_info = cfg.get("run_info") or {}
+    data_name = (cfg.get("data") or {}).get("name")
     record = {
         "experiment": cfg.get("task_name"),
+        "run_name": cfg.get("task_name"),
+        "overrides": list(run_info.get("overrides") or []),
+        "data_name": data_name,
+        "fake_data": is_fake_data(data_name),
+        "debug": bool(run_info.get("debug") or (cfg.get("trainer") or {}).get("fast_dev_run")),
+        "finished": not results.get("interrupted"),
+        "interrupted": results.get("interrupted"),
         "metric": metric,
+        "val": results.get("val", {}).get("best"),
+        "val_last": results.get("val", {}).get("last"),
         "test": results.get("test", {}).get(f"test/{metric}"),
         "exact": exact,
         "test_iw_samples": int(cfg.get("test_iw_samples", 1)),
@@ -232,6 +334,10 @@ def write_run_record(
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     path = os.path.join(out_dir, "results.json")
-    with open(path, "w") as f:
-        json.dump(record, f, indent=2)
+    atomic_write_text(path, json.dumps(record, indent=2))
     return path
+
+
+def is_fake_data(name: str | None) -> bool:
+    """Whether a data set name is one of the synthetic stand-ins (never compared with papers)."""
+    return bool(name) and str(name).startswith("fake")

@@ -10,6 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
+from survae.training import resolvers
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(ROOT / "configs")
 
@@ -27,6 +29,7 @@ TINY_TOY = [
 
 def compose_config(overrides: list[str], output_dir: Path) -> dict:
     """The resolved run config as ``run.py`` would build it, writing into ``output_dir``."""
+    resolvers.register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)

@@ -27,12 +27,14 @@ def test_run_writes_checkpoints_and_loadable_model(make_config, capsys):
     assert torch.isfinite(model.log_prob(x)).all()
 
 
-def test_training_lowers_the_loss(make_config):
-    cfg = make_config(
-        "data=eight_gaussians", "trainer.max_epochs=3", "data.train_size=4096", "test=false"
-    )
+def test_training_lowers_the_loss(make_config, tmp_path):
+    overrides = ("data=eight_gaussians", "data.train_size=4096", "test=false")
+    # separate folders: a folder that already holds a last.ckpt is continued, not restarted
+    cfg = make_config(*overrides, "trainer.max_epochs=3", out=tmp_path / "after")
     before = train(
-        {**cfg, "trainer": {**cfg["trainer"], "max_epochs": 1, "limit_train_batches": 1}}
+        make_config(
+            *overrides, "trainer.max_epochs=1", "+trainer.limit_train_batches=1", out=tmp_path / "b"
+        )
     )
     after = train(cfg)
     ck_before = torch.load(before["checkpoint"], weights_only=False)

@@ -1,0 +1,111 @@
+"""The ``survae-run`` command (and ``python run.py``): train an experiment from Hydra configs.
+
+``survae-run experiment=NAME [key=value ...]`` composes ``configs/train.yaml`` with the chosen
+groups and hands the resolved config, as a plain mapping, to :func:`survae.training.train`.
+``survae-run resume=RUN_FOLDER [key=value ...]`` continues a run in its own folder from its
+saved config and ``last.ckpt``. ``survae-run --list-experiments`` prints every experiment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import survae  # noqa: F401  (first: makes torchvision importable on CPU-only torch builds)
+from survae.config_check import ConfigError
+
+#: what a sweeper (Optuna) optimises: never a test metric
+OBJECTIVES = ("val_best", "val_last")
+
+
+def config_dir() -> str:
+    """The folder holding ``train.yaml``: the checkout's ``configs/`` or the installed copy."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "configs", here / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"survae's configs were not found next to {here} (looked for configs/train.yaml); "
+        "reinstall survae (pip install .) or run from a source checkout"
+    )
+
+
+def list_experiments() -> list[tuple[str, str]]:
+    """``(name, description)`` for every ``experiment/*.yaml``; the description is the file's
+    first comment line that is not a ``@package`` directive."""
+    rows = []
+    for path in sorted(Path(config_dir(), "experiment").glob("*.yaml")):
+        lines = path.read_text().splitlines()
+        comments = [ln.lstrip("#").strip() for ln in lines if ln.startswith("#")]
+        desc = next((c for c in comments if not c.startswith("@package")), "")
+        rows.append((path.stem, desc))
+    return rows
+
+
+def sweep_objective(results: dict[str, Any], objective: str = "val_best") -> float | None:
+    """The value returned to sweepers: the validation metric (best or last), never test."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective: {objective!r} is not valid; valid: {', '.join(OBJECTIVES)}")
+    value = results.get("val", {}).get("best" if objective == "val_best" else "last")
+    return None if value is None else float(value)
+
+
+def _hydra_main():
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from survae.training import resolvers
+
+    resolvers.register()
+
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+    def main(cfg: DictConfig) -> float | None:
+        from survae.training import train
+
+        container = OmegaConf.to_container(cfg, resolve=True)
+        results = train(container)
+        return sweep_objective(results, str(container.get("objective", "val_best")))
+
+    return main
+
+
+def _resume_main(argv: Sequence[str]) -> None:
+    """``resume=RUN_FOLDER`` (or a lone ``ckpt_path=``): the run's saved config, the command
+    line's overrides on top, continued in the same folder from its latest checkpoint."""
+    from survae.training import train
+    from survae.training.resume import resume_config
+
+    cfg, changes = resume_config(argv)
+    if changes:
+        print(f"[survae] overrides on top of the saved config: {', '.join(changes)}")
+    results = train(cfg)
+    sweep_objective(results, str(cfg.get("objective", "val_best")))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``survae-run`` and ``run.py``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--list-experiments" in argv:
+        rows = list_experiments()
+        width = max((len(n) for n, _ in rows), default=0)
+        for name, desc in rows:
+            print(f"{name:<{width}}  {desc}")
+        return
+    if "--version" in argv:
+        print(f"survae {survae.__version__}")
+        return
+    from survae.training.resume import wants_resume
+
+    if wants_resume(argv):
+        try:
+            _resume_main(argv)
+        except ConfigError as err:
+            print(f"Error: {err}", file=sys.stderr)
+            sys.exit(2)
+        return
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    sys.argv = [sys.argv[0], *argv]
+    _hydra_main()()

@@ -1,0 +1,112 @@
+"""``resume=RUN_FOLDER``: continue a run in its own folder from its saved config.
+
+A run writes its resolved config to ``run_config.yaml``; resuming reads it back, applies the
+command line's ``key=value`` overrides on top (reported), and continues from the folder's
+``checkpoints/last.ckpt`` (or a given ``ckpt_path``) in the same folder, so checkpoint
+tracking, samples and ``results.json`` stay together. A lone ``ckpt_path=.../last.ckpt`` of a
+run folder (no experiment, model or data choice) is the same as ``resume=`` its folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from survae.config_check import ConfigError
+from survae.training.run_folder import CONFIG_RECORD
+
+#: config groups: choosing one builds a different run, which resuming cannot do
+_GROUPS = ("experiment", "model", "data", "optim", "trainer", "logger", "callbacks", "paths")
+
+
+def _split(arg: str) -> tuple[str, str]:
+    key, _, value = arg.partition("=")
+    return key, value
+
+
+def _run_folder_of(ckpt: str) -> Path | None:
+    folder = Path(ckpt).resolve().parent.parent
+    return folder if (folder / CONFIG_RECORD).is_file() else None
+
+
+def wants_resume(argv: Sequence[str]) -> bool:
+    """Whether the command line asks to continue a run folder (not a Hydra multirun)."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        return False
+    args = dict(_split(a) for a in argv if "=" in a and not a.startswith("-"))
+    if args.get("resume") not in (None, "", "null"):
+        return True
+    ckpt = args.get("ckpt_path")
+    if ckpt in (None, "", "null") or any(g in args for g in ("experiment", "model", "data")):
+        return False
+    return _run_folder_of(ckpt) is not None
+
+
+def resume_config(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The config to continue with and the overrides applied to the saved one."""
+    args = [a for a in argv if "=" in a and not a.startswith("-")]
+    given = dict(_split(a) for a in args)
+    ckpt = given.get("ckpt_path")
+    ckpt = None if ckpt in (None, "", "null") else ckpt
+    if given.get("resume") not in (None, "", "null"):
+        folder = Path(given["resume"]).expanduser().resolve()
+    else:
+        folder = _run_folder_of(str(ckpt))
+    record = folder / CONFIG_RECORD
+    if not record.is_file():
+        raise ConfigError(
+            f"resume: {folder} is not a survae run folder (no {CONFIG_RECORD}); give the folder "
+            "a run prints at its start, e.g. outputs/<experiment>/<date_time>_<suffix>"
+        )
+    cfg = OmegaConf.to_container(OmegaConf.load(record), resolve=True)
+    assert isinstance(cfg, dict)
+    changes = []
+    for arg in args:
+        key, raw = _split(arg)
+        if key in ("resume", "ckpt_path"):
+            continue
+        changes.append(_apply_override(cfg, key, raw))
+    if ckpt is None:
+        ckpt = str(folder / "checkpoints" / "last.ckpt")
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"resume: {folder} has no checkpoints/last.ckpt to continue from")
+    cfg["ckpt_path"] = str(ckpt)
+    cfg["resume"] = None
+    cfg.setdefault("paths", {})["output_dir"] = str(folder)
+    return cfg, changes
+
+
+def _apply_override(cfg: dict[str, Any], key: str, raw: str) -> str:
+    """Set ``key`` (dotted; ``+key`` may add a new one) to the YAML value ``raw``."""
+    add = key.startswith("+")
+    path = key.lstrip("+").split(".")
+    if len(path) == 1 and path[0] in _GROUPS:
+        raise ConfigError(
+            f"resume: {key}={raw} would choose another {path[0]}; a resumed run keeps its own "
+            "(start a new run instead, or change single keys such as optim.lr=...)"
+        )
+    node = cfg
+    for i, part in enumerate(path[:-1]):
+        if not isinstance(node.get(part), dict):
+            if not add:
+                raise ConfigError(f"resume: {'.'.join(path[: i + 1])} is not in the saved config")
+            node[part] = {}
+        node = node[part]
+    leaf = path[-1]
+    if leaf not in node and not add:
+        raise ConfigError(
+            f"resume: {'.'.join(path)} is not in the saved config; use +{'.'.join(path)}=... "
+            "to add a key"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"resume: cannot read the value of {key}={raw} ({err})") from None
+    old = copy.deepcopy(node.get(leaf, "(absent)"))
+    node[leaf] = value
+    return f"{'.'.join(path)}: {old} -> {value}"

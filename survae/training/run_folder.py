@@ -1,0 +1,193 @@
+"""A run's folder: owned by one process at a time, with the config that made it, and a
+check that a checkpoint resumed there belongs to the same model and data."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import logging
+import os
+import socket
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from survae.config_check import ConfigError
+
+#: the resolved config of a run, read back by ``resume=RUN_FOLDER``
+CONFIG_RECORD = "run_config.yaml"
+LOCK_FILE = ".survae-run.lock"
+#: data keys that say where or how to read the data, not what the data is
+_DATA_KEYS_NOT_IDENTITY = frozenset(
+    {"root", "num_workers", "download", "check_integrity", "pin_memory", "eval_batch_size"}
+)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, rename: never half written."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_config_record(out_dir: str, cfg: Mapping[str, Any]) -> str:
+    """``run_config.yaml``: the resolved config, what ``resume=`` continues with."""
+    path = os.path.join(out_dir, CONFIG_RECORD)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(dict(cfg))))
+    return path
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    """Holds a run folder for the lifetime of a run, so that two runs never write into one.
+
+    The lock is a file created with ``O_EXCL``; a lock left by a process that no longer exists
+    (on this host) is taken over. Only the global rank 0 process takes the lock.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.lock = os.path.join(self.path, LOCK_FILE)
+        self._held = False
+
+    def __enter__(self) -> RunFolder:
+        os.makedirs(self.path, exist_ok=True)
+        if not _is_rank_zero():
+            return self
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        }
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner.get("host") == me["host"] and not _pid_alive(int(owner.get("pid", -1))):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(self.lock)  # left by a run that was killed: take over
+                    continue
+                raise ConfigError(
+                    f"run folder {self.path} is in use by process {owner.get('pid', '?')} on "
+                    f"{owner.get('host', '?')} (since {owner.get('started', '?')}); every run "
+                    "needs its own folder: do not point two runs at one hydra.run.dir"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._held = True
+            return self
+        raise ConfigError(f"run folder {self.path}: could not take its lock {self.lock}")
+
+    def _owner(self) -> dict[str, Any]:
+        try:
+            with open(self.lock) as f:
+                return dict(json.load(f))
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.lock)
+            self._held = False
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        return out or {prefix: {}}
+    return {prefix: value}
+
+
+def spec_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any], where: str) -> list[str]:
+    """``"where.key: checkpoint A, config B"`` for every leaf where the two specs differ."""
+    a, b = _flatten(saved, where), _flatten(wanted, where)
+    return [
+        f"{k}: checkpoint {a.get(k, '(absent)')!r}, config {b.get(k, '(absent)')!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "(absent)") != b.get(k, "(absent)")
+    ]
+
+
+def check_resume_compatible(
+    ckpt: Mapping[str, Any], cfg: Mapping[str, Any], path: str, force: bool | None = False
+) -> None:
+    """Refuse to resume from a checkpoint of another model or data set (unless ``force``)."""
+    hp = ckpt.get("hyper_parameters") or {}
+    saved_data = {
+        k: v for k, v in (hp.get("data_config") or {}).items() if k not in _DATA_KEYS_NOT_IDENTITY
+    }
+    wanted_data = {
+        k: v for k, v in (cfg.get("data") or {}).items() if k not in _DATA_KEYS_NOT_IDENTITY
+    }
+    diffs = spec_differences(hp.get("model_spec") or {}, cfg.get("model") or {}, "model")
+    diffs += spec_differences(saved_data, wanted_data, "data")
+    if not diffs:
+        return
+    listing = "\n  ".join(diffs)
+    if force:
+        warnings.warn(f"force_resume: {path} differs from the config:\n  {listing}", stacklevel=2)
+        return
+    raise ConfigError(
+        f"checkpoint {path} was trained with another model or data spec than this config:\n"
+        f"  {listing}\nResume a run with its own config (survae-run resume=RUN_FOLDER), or "
+        "pass force_resume=true to load it anyway."
+    )
+
+
+#: Lightning's start-up tips and notices that say nothing about this run
+_QUIET_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
+_QUIET_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*resuming from a checkpoint that ended before the epoch ended.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*LOCAL_RANK.*",
+    r".*the number of training batches .* is smaller than the logging interval.*",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's info-level chatter (accelerator tips, model summary) and warnings that
+    survae handles itself are hidden for the duration; errors and other warnings show."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
