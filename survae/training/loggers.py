@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -113,10 +114,23 @@ def finish_logger(logger: Logger | None, failed: bool) -> str | None:
     if not isinstance(logger, WandbLogger):
         logger.finalize("failed" if failed else "success")
         return None
-    run = getattr(logger, "_experiment", None)
+    return _finish_run(getattr(logger, "_experiment", None), failed)
+
+
+def finish_wandb_run(failed: bool) -> str | None:
+    """:func:`finish_logger` for the active W&B run of this process, where the logger object is
+    out of reach (the training pipeline's exception path); nothing when W&B was never used."""
+    wandb = sys.modules.get("wandb")
+    return _finish_run(getattr(wandb, "run", None) if wandb is not None else None, failed)
+
+
+def _finish_run(run: Any, failed: bool) -> str | None:
+    """Finish a started W&B run (exit code 1 and ``survae/status`` when failed); its folder
+    when it was logged offline."""
     if run is None:
         return None
-    offline_dir = wandb_run_dir(logger) if getattr(run.settings, "_offline", False) else None
+    offline = getattr(run.settings, "_offline", False)
+    offline_dir = os.path.dirname(run.dir) if offline and getattr(run, "dir", None) else None
     if failed:
         run.summary["survae/status"] = "failed"
     run.finish(exit_code=1 if failed else 0)

@@ -136,6 +136,35 @@ def test_finish_logger_success_and_file_loggers(monkeypatch, tmp_path):
     assert statuses == ["failed"]
 
 
+def test_finish_wandb_run_finds_the_active_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    loggers.build_logger({"type": "wandb"}, str(tmp_path))
+    run_dir = loggers.finish_wandb_run(failed=True)
+    assert run_dir is not None and Path(run_dir).name.startswith("offline-run-")
+    assert b"survae/status" in next(Path(run_dir).glob("*.wandb")).read_bytes()
+    assert loggers.finish_wandb_run(failed=True) is None  # nothing active any more
+
+
+def test_a_failed_training_run_is_failed_in_wandb(make_config, monkeypatch, tmp_path):
+    from survae.training import train
+    from survae.training.module import FlowModule
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+    def broken_step(self, batch, batch_idx):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(FlowModule, "training_step", broken_step)
+    cfg = make_config("trainer.max_epochs=1", "logger=wandb")
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        train(cfg)
+    (log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/*.wandb")
+    assert b"survae/status" in log.read_bytes()
+    import wandb
+
+    assert wandb.run is None, "the failed run was left open"
+
+
 @pytest.mark.parametrize("kind", ["csv", "tensorboard"])
 def test_file_loggers_write_metrics(kind, tmp_path):
     logger = loggers.build_logger({"type": kind}, str(tmp_path))
