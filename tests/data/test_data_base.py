@@ -14,6 +14,8 @@ from survae.registry import UnknownNameError
 
 NAMES = {
     "checkerboard",
+    "gaussian_classes",
+    "rotated_moons",
     "corners",
     "eight_gaussians",
     "four_circles",
