@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from survae.registry import build_from_spec
+from survae.config_check import check_kwargs
+from survae.registry import build_from_spec, get
 
 NetSpec = str | Mapping[str, Any] | nn.Module
 
@@ -23,6 +24,10 @@ def build_network(spec: NetSpec, in_channels: int, out_channels: int) -> nn.Modu
     """
     if isinstance(spec, nn.Module):
         return spec
+    if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+        # a wrong key names the network and its valid keys (ConfigError), not a bare TypeError
+        params = {k: v for k, v in spec.items() if k != "name"}
+        check_kwargs(get("network", spec["name"]), params, f"network {spec['name']!r}")
     return build_from_spec("network", spec, in_channels=in_channels, out_channels=out_channels)
 
 
