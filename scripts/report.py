@@ -43,7 +43,8 @@ SIGN = {("nll", "ll"): -1.0}
 #: override keys averaged over (``seed``) or that do not change a result (where files go)
 IGNORED_KEYS = ("seed", "paths", "hydra", "logger", "data.root", "data.download",
                 "data.check_integrity", "ckpt_path", "resume", "experiment", "debug",
-                "threads", "tags")  # fmt: skip
+                "threads", "tags", "callbacks.rich_progress_bar", "callbacks.samples",
+                "callbacks.lr_monitor", "trainer.enable_progress_bar")  # fmt: skip
 NOTE_ORDER = ("fake data", "debug", "unfinished")
 
 
@@ -64,7 +65,7 @@ def _hydra_overrides(run_dir: Path) -> list[str] | None:
 def _from_results(path: Path) -> dict[str, Any]:
     rec = json.loads(path.read_text())
     rec["source"] = str(path.parent)
-    if rec.get("overrides") is None:  # records written before ``overrides`` was stored
+    if not rec.get("overrides"):  # older records (no ``overrides``), or none recorded
         rec["overrides"] = _hydra_overrides(path.parent) or []
     return rec
 

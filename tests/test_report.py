@@ -105,10 +105,15 @@ def test_marked_runs_are_kept_apart_and_never_compared(tmp_path, record, note):
 def test_older_record_reads_overrides_from_hydra(tmp_path):
     out = tmp_path / "outputs"
     _write_run(out / "a", overrides=["model.coupling=additive", "seed=1"], test=3.6)
-    _write_run(out / "b", overrides=["model.coupling=additive", "seed=2"], test=3.8)
+    # display-only keys (progress bars) do not split runs; an empty list means "not recorded"
+    _write_run(out / "b", overrides=["model.coupling=additive", "seed=2",
+                                     "trainer.enable_progress_bar=false"], test=3.8)  # fmt: skip
+    _write_run(out / "c", overrides=["model.coupling=additive", "seed=3"], test=3.7)
+    rec = json.loads((out / "c" / "results.json").read_text())
+    (out / "c" / "results.json").write_text(json.dumps({**rec, "overrides": []}))
     (row,) = _by_column(_report().main([str(out)]))
-    assert row["overrides"] == "model.coupling=additive" and row["n"] == "2"
-    assert row["ours"] == f"3.700 ± {math.sqrt(0.02):.3f}"
+    assert row["overrides"] == "model.coupling=additive" and row["n"] == "3"
+    assert row["ours"] == f"3.700 ± {math.sqrt(0.01):.3f}"
 
 
 def test_unfinished_csv_log_reports_val(tmp_path):
