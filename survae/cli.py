@@ -24,7 +24,9 @@ OBJECTIVES = ("val_best", "val_last")
 def config_dir() -> str:
     """The folder holding ``train.yaml``: the checkout's ``configs/`` or the installed copy."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "configs", here / "configs"):
+    # the package's own copy first (in a checkout a link to ../configs), so a stray
+    # site-packages/configs of another distribution is never picked up
+    for candidate in (here / "configs", here.parent / "configs"):
         if (candidate / "train.yaml").is_file():
             return str(candidate)
     raise FileNotFoundError(

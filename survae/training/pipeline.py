@@ -137,6 +137,7 @@ def build_callbacks(
                 every_n_epochs=int(samples["every_n_epochs"]),
                 num_samples=int(samples.get("num_samples", 64)),
                 temperature=float(samples.get("temperature", 1.0)),
+                title=samples.get("title"),
             )
         )
     if cfg.get("rich_progress_bar", True):
