@@ -13,10 +13,27 @@ import argparse
 import json
 
 import survae  # noqa: F401  (first: torchvision shim)
-from survae.evaluation import datamodule_from_checkpoint, evaluate_log_likelihood, load_for_eval
+from survae.devices import check_device
+from survae.evaluation import (
+    check_output_path,
+    datamodule_from_checkpoint,
+    evaluate_log_likelihood,
+    input_errors,
+    load_for_eval,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Evaluate, print and return ``{metric, value, exact, iw_samples, num_examples, ...}``;
+    a bad input stops it with one line before any work."""
+    args = _parser().parse_args(argv)
+    try:
+        return evaluate(args)
+    except input_errors() as err:
+        raise SystemExit(f"eval_loglik.py: {err}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("--k", type=int, default=1000, help="importance samples per example")
@@ -26,12 +43,29 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-batches", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load a checkpoint that needs more than tensors and plain values (can run code)",
+    )
     p.add_argument("--json", default=None, help="write the result to this file")
-    args = p.parse_args(argv)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
 
-    model, info = load_for_eval(args.checkpoint, args.device)
+
+def evaluate(args: argparse.Namespace) -> dict:
+    """The evaluation itself: inputs checked first (output folder, device, k, checkpoint,
+    data), then the progress-barred pass over the split."""
+    check_output_path(args.json, "--json")
+    check_device(args.device)
+    if args.k < 1:
+        raise SystemExit(f"eval_loglik.py: --k must be at least 1, got {args.k}")
+    model, info = load_for_eval(args.checkpoint, args.device, trust=args.trust_checkpoint)
     dm = datamodule_from_checkpoint(
-        args.checkpoint, root=args.root, eval_batch_size=args.batch_size
+        args.checkpoint,
+        trust=args.trust_checkpoint,
+        root=args.root,
+        eval_batch_size=args.batch_size,
     )
     dm.setup("test" if args.split == "test" else "validate")
     loader = dm.test_dataloader() if args.split == "test" else dm.val_dataloader()
@@ -44,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.chunk,
         args.device,
         args.max_batches,
+        progress=not args.no_progress,
     )
     result.update(checkpoint=args.checkpoint, split=args.split)
     kind = "exact" if result["exact"] else f"IW bound, k={result['iw_samples']}"
