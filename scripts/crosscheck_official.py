@@ -30,6 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 1234
 FILL_STD = 0.05
+#: ``--double``: both sides evaluate in float64, so what remains is a real difference rather
+#: than float32 rounding (log p of a CIFAR-10 image is ~10^4 nats: float32 rounds at ~1e-3)
+DTYPE = {"value": torch.float32}
 
 #: experiment -> description; the model builders below follow the official scripts named here
 EXPERIMENTS: dict[str, str] = {
@@ -255,16 +258,17 @@ def _per_layer(model, x: torch.Tensor, call: Callable) -> dict[str, torch.Tensor
 def official_side(name: str, official: Path, out: Path) -> None:
     _official_imports(official)
     torch.manual_seed(0)
-    model = _official_model(name, official).eval()
+    model = _official_model(name, official).eval().to(DTYPE["value"])
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
             if torch.count_nonzero(p) == 0:
-                p.copy_(torch.randn(p.shape, generator=g) * FILL_STD)
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * FILL_STD)
         for m in model.modules():
             if hasattr(m, "initialized"):
                 m.initialized.fill_(1.0)
     x = _inputs(name)
+    x = x if "cifar" in name else x.to(DTYPE["value"])
     res = _per_layer(model, x, lambda t, v: t(v))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     layers = [type(t).__name__ for t in model.transforms]
@@ -414,14 +418,14 @@ def our_side(name: str, src: Path, out: Path) -> None:
 
     data = torch.load(src, weights_only=True)
     torch.manual_seed(0)
-    model = _our_model(name).eval()
+    model = _our_model(name).eval().to(DTYPE["value"])
     model.load_state_dict(
         map_official_state(name, data["state"], data["params"], data["layer_names"], model)
     )
     for m in model.modules():
         if isinstance(m, ActNorm):
             m.initialized.fill_(True)
-    x = data["x"].to(torch.uint8) if "cifar" in name else data["x"]
+    x = data["x"].to(torch.uint8) if "cifar" in name else data["x"].to(DTYPE["value"])
     res = _per_layer(model, x, lambda t, v: t(v))
     torch.save(res, out)
 
@@ -451,6 +455,7 @@ def run(official: Path, names: Sequence[str]) -> list[str]:
             o_file, s_file = Path(tmp) / f"{name}_official.pt", Path(tmp) / f"{name}_ours.pt"
             script = str(Path(__file__).resolve())
             base = [sys.executable, script, "--experiments", name]
+            base += ["--double"] if DTYPE["value"] == torch.float64 else []
             subprocess.run([*base, "--official", str(official), "--side", "official",
                             "--file", str(o_file)], check=True, cwd=tmp)  # fmt: skip
             subprocess.run([*base, "--side", "ours", "--file", str(o_file), "--out", str(s_file)],
@@ -468,10 +473,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--official", type=Path, help="checkout of the official SurVAE code")
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS),
                         choices=list(EXPERIMENTS))  # fmt: skip
+    parser.add_argument("--double", action="store_true", help="evaluate both sides in float64")
     parser.add_argument("--side", choices=("official", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.double:
+        DTYPE["value"] = torch.float64
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.side == "official":
         official_side(args.experiments[0], args.official.resolve(), args.file)
