@@ -644,6 +644,7 @@ def flowpp_front(
     weight_norm: bool = False,
     output_concat_elu: bool = False,
     mixture_rescale: bool = True,
+    attention: str = "self",
 ) -> tuple[dict[str, Any], dict[str, Any], Transform]:
     """The part shared by the Flow++-style builders (``flowpp``, ``vflow``, ``anf``), from
     their hyperparameters of the same names: the coupling-network hyperparameters, the stage
@@ -657,6 +658,7 @@ def flowpp_front(
         use_attention=use_attention,
         weight_norm=weight_norm,
         output_concat_elu=output_concat_elu,
+        attention=attention,
     )
     common: dict[str, Any] = dict(
         coupling=check_choice(coupling, COUPLINGS, "coupling"),
@@ -706,12 +708,15 @@ def flowpp(
     weight_norm: bool = False,
     output_concat_elu: bool = False,
     mixture_rescale: bool = False,
+    attention: str = "self",
 ) -> Flow:
     """Flow++: dequantization → ``logit(0.05 + 0.9·x)`` → Flow++ stages → N(0, I).
 
     Likelihood: a lower bound on the discrete log-likelihood (dequantization), so ``exact`` is
     False. Ablations of the paper: ``dequantization="uniform"``, ``coupling="affine"`` (no
-    mixture CDF), ``use_attention=False``. Defaults: the official CIFAR-10 model
+    mixture CDF), ``use_attention=False`` (attention removed) or ``attention="pointwise"`` (the
+    official ablation's parameter-matched pointwise stand-in, ``flows/ablations/abl_noattn.py``).
+    Defaults: the official CIFAR-10 model
     (``flows/run_cifar.py``). ``weight_norm`` and ``output_concat_elu`` switch on the official
     ImageNet models' weight-normalised convolutions and concat-ELU before each coupling
     network's output conv; ``mixture_rescale`` adds survae's learnable per-channel scale of the
@@ -740,6 +745,7 @@ def flowpp(
         weight_norm=weight_norm,
         output_concat_elu=output_concat_elu,
         mixture_rescale=mixture_rescale,
+        attention=attention,
     )
     main, latent_shape = flowpp_stages(data_shape, stages, **common, **net_kwargs)
     layers: list[Transform] = [dequantizer, Logit(eps=logit_eps), *main]

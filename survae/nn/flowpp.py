@@ -156,8 +156,33 @@ class GatedSelfAttention(nn.Module):
         return x + _gate(self.proj(self.dropout(a)))
 
 
+class GatedPointwiseMaxout(nn.Module):
+    """``x + gate(proj₂(dropout(maxout₃(proj₁(x + pos)))))``: the official "no attention"
+    ablation's stand-in for :class:`GatedSelfAttention` (``flows/ablations/abl_noattn.py``,
+    ``gated_nin``), with the same projections (C→3C, C→2C) and so the same parameter count;
+    the maximum is over each channel's three consecutive outputs of ``proj₁``."""
+
+    def __init__(self, channels: int, dropout: float = 0.0, weight_norm: bool = False):
+        super().__init__()
+        self.proj1 = conv2d(channels, 3 * channels, 1, weight_norm)
+        self.dropout = Dropout(dropout)
+        self.proj2 = conv2d(channels, 2 * channels, 1, weight_norm)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        c = x if pos is None else x + pos
+        h = self.proj1(c).view(B, C, 3, H, W).amax(dim=2)
+        return x + _gate(self.proj2(self.dropout(h)))
+
+
+#: what follows the gated convolution in a block: Flow++'s self-attention, or the official
+#: ablation's parameter-matched pointwise gated maxout (``use_attention=False`` removes both)
+ATTENTIONS = ("self", "pointwise")
+
+
 class FlowPPBlock(nn.Module):
-    """Gated residual conv → layer norm → [gated self-attention → layer norm]."""
+    """Gated residual conv → layer norm → [gated self-attention (or the ablation's pointwise
+    stand-in, ``attention="pointwise"``) → layer norm]."""
 
     def __init__(
         self,
@@ -167,12 +192,17 @@ class FlowPPBlock(nn.Module):
         use_attention: bool = True,
         context_channels: int | None = None,
         weight_norm: bool = False,
+        attention: str = "self",
     ):
         super().__init__()
         wn = weight_norm
         self.conv = GatedResidualConv(channels, dropout, context_channels, weight_norm=wn)
         self.norm1 = ChannelLayerNorm(channels)
-        self.attn = GatedSelfAttention(channels, num_heads, dropout, wn) if use_attention else None
+        self.attn: nn.Module | None = None
+        if use_attention and attention == "pointwise":
+            self.attn = GatedPointwiseMaxout(channels, dropout, wn)
+        elif use_attention:
+            self.attn = GatedSelfAttention(channels, num_heads, dropout, wn)
         self.norm2 = ChannelLayerNorm(channels) if use_attention else None
 
     def forward(
@@ -192,7 +222,9 @@ class FlowPPNet(nn.Module):
     by its attention layers; the paper uses it, and it counts towards the paper's parameter
     total); inputs must then have that spatial size. ``context_channels`` adds a context input
     projected into every gated convolution (Flow++'s dequantisation flow). ``use_attention=False``
-    is the paper's "no self-attention" ablation. ``weight_norm`` weight-normalises every
+    is the paper's "no self-attention" ablation with the attention removed; ``attention=
+    "pointwise"`` is the official ablation's, with a parameter-matched pointwise gated maxout
+    (:class:`GatedPointwiseMaxout`) in its place. ``weight_norm`` weight-normalises every
     convolution and ``output_concat_elu`` applies a concat-ELU before the output convolution, as
     the official ImageNet models (off: the official CIFAR-10 model). A zero-initialised output
     (``zero_init_output``) starts the coupling at the identity.
@@ -212,9 +244,12 @@ class FlowPPNet(nn.Module):
         zero_init_output: bool = True,
         weight_norm: bool = False,
         output_concat_elu: bool = False,
+        attention: str = "self",
     ):
         super().__init__()
-        if use_attention and hidden_channels % num_heads:
+        if attention not in ATTENTIONS:
+            raise ValueError(f"FlowPPNet: attention must be one of {ATTENTIONS}, got {attention!r}")
+        if use_attention and attention == "self" and hidden_channels % num_heads:
             raise ValueError(
                 f"FlowPPNet: hidden_channels ({hidden_channels}) must be divisible by "
                 f"num_heads ({num_heads})"
@@ -230,7 +265,13 @@ class FlowPPNet(nn.Module):
             self.register_parameter("pos_emb", None)
         self.blocks = nn.ModuleList(
             FlowPPBlock(
-                hidden_channels, num_heads, dropout, use_attention, context_channels, weight_norm
+                hidden_channels,
+                num_heads,
+                dropout,
+                use_attention,
+                context_channels,
+                weight_norm,
+                attention,
             )
             for _ in range(num_blocks)
         )

@@ -393,8 +393,14 @@ def test_dequantizer_contribution_is_minus_log_q():
 
 @pytest.mark.parametrize(
     "override",
-    [{}, {"dequantization": "uniform"}, {"coupling": "affine"}, {"use_attention": False}],
-    ids=["full", "uniform_dequantization", "affine_coupling", "no_attention"],
+    [
+        {},
+        {"dequantization": "uniform"},
+        {"coupling": "affine"},
+        {"use_attention": False},
+        {"attention": "pointwise"},
+    ],
+    ids=["full", "uniform_dequantization", "affine_coupling", "no_attention", "pointwise"],
 )
 def test_ablations_build_and_train_one_step(override):
     spec = {"architecture": "flowpp", **SMALL, **override}
@@ -404,9 +410,10 @@ def test_ablations_build_and_train_one_step(override):
         assert isinstance(model.transforms[0], UniformDequantization)
     if override.get("coupling") == "affine":
         assert any(isinstance(t, FlowPPAffineCoupling) for t in model.transforms)
-    if override.get("use_attention") is False:
-        names = {type(m).__name__ for m in model.modules()}
+    names = {type(m).__name__ for m in model.modules()}
+    if override.get("use_attention") is False or override.get("attention") == "pointwise":
         assert "GatedSelfAttention" not in names
+    assert ("GatedPointwiseMaxout" in names) == (override.get("attention") == "pointwise")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss = -model.log_prob(_images(4)).mean()
     opt.zero_grad()

@@ -226,6 +226,16 @@ def test_flowpp_affine_ablation_has_the_official_count():
     assert n == official
 
 
+def test_flowpp_no_attention_ablation_has_the_official_count():
+    # flows/ablations/abl_noattn.py, "Params: 31,443,440": the attention replaced by gated_nin
+    # (dense F→3F, maxout over 3, dense F→2F: the attention's parameters), so the count equals
+    # the full model's.
+    spec, shape = _experiment("flowpp_cifar10")
+    with torch.device("meta"):
+        model = build_model({**spec, "attention": "pointwise"}, shape, 256)
+    assert sum(p.numel() for p in model.parameters()) == official_flowpp_cifar10() == 31_443_440
+
+
 def test_flowpp_uniform_dequantization_ablation_has_the_official_count():
     # flows/ablations/abl_nodequant.py, "Params: 32,324,408" (104 filters)
     spec, shape = _experiment("flowpp_cifar10")

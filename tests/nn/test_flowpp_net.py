@@ -11,6 +11,7 @@ from survae.nn.build import build_network
 from survae.nn.flowpp import (
     ChannelLayerNorm,
     FlowPPNet,
+    GatedPointwiseMaxout,
     GatedResidualConv,
     GatedSelfAttention,
     WeightNormConv2d,
@@ -157,6 +158,23 @@ def test_gated_attention_matches_explicit_softmax():
     a = (w @ v).transpose(1, 2).reshape(B, H * W, C).transpose(1, 2).reshape(B, C, H, W)
     g, s = attn.proj(a).chunk(2, dim=1)
     torch.testing.assert_close(attn(x, pos), x + g * torch.sigmoid(s))
+
+
+def test_gated_pointwise_maxout_formula_and_size():
+    """The official no-attention ablation's block (abl_noattn.py gated_nin): proj1 to 3C, the
+    maximum over each channel's 3 consecutive outputs, proj2 to 2C, gate, residual."""
+    m = GatedPointwiseMaxout(4)
+    x, pos = torch.randn(2, 4, 3, 5), torch.randn(1, 4, 3, 5)
+    c = m.proj1(x + pos)  # [B, 12, H, W], channel 3·i + j
+    h = torch.stack([c[:, 3 * i : 3 * i + 3].max(1).values for i in range(4)], 1)
+    g, s = m.proj2(h).chunk(2, dim=1)
+    torch.testing.assert_close(m(x, pos), x + g * torch.sigmoid(s))
+    assert _num_params(m) == _num_params(GatedSelfAttention(4, num_heads=2))
+    net = _small(attention="pointwise", image_size=(4, 6))
+    assert all(isinstance(b.attn, GatedPointwiseMaxout) for b in net.blocks)
+    assert _num_params(net) == _num_params(_small(image_size=(4, 6)))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        _small(attention="global")
 
 
 def test_gated_attention_is_position_equivariant_without_embedding():
