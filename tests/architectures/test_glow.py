@@ -220,6 +220,39 @@ def test_edge_bias_is_the_official_padded_convolution():
     assert _num_params(net) - _num_params(plain) == 9 * 8 + 9 * 6
 
 
+def _official_f(net, x: torch.Tensor) -> torch.Tensor:
+    """openai/glow's ``f`` written out with its edge padding: relu(actnorm(conv3×3)) →
+    relu(actnorm(conv1×1)) → conv2d_zeros (conv3×3 + b, · exp(3·logs))."""
+
+    def edge_conv(h, weight, edge_weight):
+        ring = F.pad(h.new_zeros(h.shape[0], 1, *h.shape[2:]), (1, 1, 1, 1), value=1.0)
+        return F.conv2d(
+            torch.cat([F.pad(h, (1, 1, 1, 1)), ring], 1), torch.cat([weight, edge_weight], 1)
+        )
+
+    def actnorm(h, norm):
+        return (h + norm.bias.view(1, -1, 1, 1)) * norm.logs.exp().view(1, -1, 1, 1)
+
+    h = F.relu(actnorm(edge_conv(x, net.conv1.weight, net.conv1_edge.weight), net.norm1))
+    h = F.relu(actnorm(F.conv2d(h, net.conv2.weight), net.norm2))
+    out = net.out
+    h = edge_conv(h, out.conv.weight, out.edge.weight) + out.conv.bias.view(1, -1, 1, 1)
+    return h * torch.exp(out.logscale_factor * out.logs).view(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_glow_net_with_edge_bias_is_the_official_f(train):
+    from survae.nn.glow import GlowNet
+
+    torch.manual_seed(0)
+    net = GlowNet(4, 8, hidden_channels=16, edge_bias=True).double()
+    x = torch.randn(5, 4, 6, 5, dtype=torch.float64)
+    net(x)  # actnorm data-dependent initialisation
+    _perturb_(net, std=0.1)
+    net.train(train)
+    torch.testing.assert_close(net(x), _official_f(net, x))
+
+
 @pytest.mark.parametrize("top_prior", TOP_PRIORS)
 @pytest.mark.parametrize("edge_bias", [True, False])
 def test_top_prior_and_edge_bias_options_train_and_invert(top_prior, edge_bias):
