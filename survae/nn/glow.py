@@ -55,6 +55,24 @@ class ActNorm2d(nn.Module):
         return (x + self.bias.view(shape)) * self.logs.exp().view(shape)
 
 
+def fold_actnorm(
+    conv: nn.Conv2d, norm: nn.Module
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``conv`` followed by ``norm`` (an :class:`ActNorm2d` or ``nn.Identity``) as one
+    convolution: ``(weight, bias, scale)`` with ``(conv(x) + b)·s = conv(x; W·s) + b·s``.
+
+    The per-channel affine map then costs a multiplication of the weights instead of two
+    passes over the activations; autograd differentiates through the fold, so ``bias``/``logs``
+    get the same gradients. ``scale`` (None for the identity) is returned for terms added
+    before the norm (:class:`EdgeBias`).
+    """
+    if not isinstance(norm, ActNorm2d):
+        return conv.weight, conv.bias, None
+    scale = norm.logs.exp()
+    bias = norm.bias if conv.bias is None else conv.bias + norm.bias
+    return conv.weight * scale.view(-1, 1, 1, 1), bias * scale, scale
+
+
 class EdgeBias(nn.Module):
     """The border channel of openai/glow's 3×3 convolutions (``edge_bias=True`` in its
     ``tfops.conv2d``/``conv2d_zeros``): the input is zero-padded and one more input channel, 1 on
@@ -104,11 +122,14 @@ class ZeroConv2d(nn.Module):
         self.logscale_factor = logscale_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = (self.logscale_factor * self.logs).exp().view(1, -1, 1, 1)
-        h = self.conv(x)
+        # the output scale folded into the convolution: conv(x; W·s) + b·s (one pass less)
+        scale = (self.logscale_factor * self.logs).exp()
+        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
+        bias = self.conv.bias * scale if self.conv.bias is not None else None
+        h = self.conv._conv_forward(x, weight, bias)
         if self.edge is not None:
-            h = h + self.edge(x)
-        return h * scale
+            h = h + self.edge(x) * scale.view(1, -1, 1, 1)
+        return h
 
 
 @register("network", "glow_net")
@@ -144,11 +165,29 @@ class GlowNet(nn.Module):
             nn.init.normal_(self.conv2.weight, std=0.05)
         self.conv1_edge = EdgeBias(h, 3, std=0.05) if edge_bias else None
 
+    def _foldable(self) -> bool:
+        """Whether the inner ActNorms can be folded into the convolutions (not while one
+        still waits for its data-dependent initialisation, which needs the raw outputs)."""
+        if not self.training:
+            return True
+        return all(n._is_initialized for n in (self.norm1, self.norm2) if isinstance(n, ActNorm2d))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_shape(self, x, (None, self.in_channels, None, None))
-        h = self.conv1(x)
+        if not self._foldable():
+            h = self.conv1(x)
+            if self.conv1_edge is not None:
+                h = h + self.conv1_edge(x)
+            h = F.relu(self.norm1(h))
+            h = F.relu(self.norm2(self.conv2(h)))
+            return self.out(h)
+        # ActNorm folded into the convolution before it (fold_actnorm): same function
+        weight, bias, scale = fold_actnorm(self.conv1, self.norm1)
+        h = self.conv1._conv_forward(x, weight, bias)
         if self.conv1_edge is not None:
-            h = h + self.conv1_edge(x)
-        h = F.relu(self.norm1(h))
-        h = F.relu(self.norm2(self.conv2(h)))
+            edge = self.conv1_edge(x)
+            h = h + (edge if scale is None else edge * scale.view(1, -1, 1, 1))
+        h = F.relu(h)
+        weight, bias, _ = fold_actnorm(self.conv2, self.norm2)
+        h = F.relu(self.conv2._conv_forward(h, weight, bias))
         return self.out(h)

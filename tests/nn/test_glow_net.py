@@ -92,3 +92,110 @@ def test_wrong_channels_raise_shape_error():
         net(torch.randn(2, 4, 5, 5))
     with pytest.raises(ShapeError, match="GlowNet"):
         net(torch.randn(2, 3, 5))
+
+
+# --------------------------------------------------------------------------- folded actnorm
+def _reference_zero_conv(zc: ZeroConv2d, x: torch.Tensor) -> torch.Tensor:
+    """ZeroConv2d as defined: conv, border term, then the output scale (no folding)."""
+    h = zc.conv(x)
+    if zc.edge is not None:
+        h = h + zc.edge(x)
+    return h * (zc.logscale_factor * zc.logs).exp().view(1, -1, 1, 1)
+
+
+def _reference_glow_net(net: GlowNet, x: torch.Tensor) -> torch.Tensor:
+    """GlowNet as defined: each ActNorm2d applied to the convolution's output."""
+    h = net.conv1(x)
+    if net.conv1_edge is not None:
+        h = h + net.conv1_edge(x)
+    h = torch.relu(net.norm1(h))
+    h = torch.relu(net.norm2(net.conv2(h)))
+    return _reference_zero_conv(net.out, h)
+
+
+def _randomised(net: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter moved off its (often zero) initial value, so a wrong fold shows."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return net
+
+
+@pytest.mark.parametrize("edge_bias", [False, True])
+@pytest.mark.parametrize("actnorm", [True, False])
+def test_folded_actnorm_is_the_same_function_with_the_same_gradients(actnorm, edge_bias):
+    net = GlowNet(3, 6, hidden_channels=8, actnorm=actnorm, edge_bias=edge_bias).double()
+    x = torch.randn(4, 3, 5, 6, dtype=torch.double)
+    net.train()
+    net(x)  # data-dependent initialisation (unfolded path)
+    _randomised(net)
+    target = torch.randn(4, 6, 5, 6, dtype=torch.double)
+    grads = []
+    for fn in (net, lambda v: _reference_glow_net(net, v)):
+        net.zero_grad()
+        y = fn(x)
+        (y - target).square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters()})
+        grads[-1]["__out__"] = y.detach()
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-10, atol=1e-12)
+
+
+def test_folding_waits_for_the_data_dependent_initialisation():
+    net = GlowNet(2, 4, hidden_channels=8)
+    assert not net._foldable()
+    x = torch.randn(16, 2, 4, 4) * 3 + 1
+    assert not net.norm1._is_initialized
+    net.eval()
+    assert net._foldable()  # evaluation never initialises: folding is exact
+    net.train()
+    net(x)
+    assert net._foldable() and net.norm1._is_initialized
+    h = net.norm1(net.conv1(x))
+    torch.testing.assert_close(h.mean(dim=(0, 2, 3)), torch.zeros(8), atol=1e-5, rtol=0)
+
+
+def test_folding_keeps_parameters_and_state_dict_keys():
+    net = GlowNet(3, 6, hidden_channels=8, edge_bias=True)
+    assert sorted(net.state_dict()) == [
+        "conv1.weight",
+        "conv1_edge.weight",
+        "conv2.weight",
+        "norm1.bias",
+        "norm1.initialized",
+        "norm1.logs",
+        "norm2.bias",
+        "norm2.initialized",
+        "norm2.logs",
+        "out.conv.bias",
+        "out.conv.weight",
+        "out.edge.weight",
+        "out.logs",
+    ]
+    assert sum(p.numel() for p in net.parameters()) == 3 * 9 * 8 + 9 * 8 + 8 * 8 + 4 * 8 + (
+        8 * 9 * 6 + 6 + 9 * 6 + 6
+    )
+
+
+def test_glow_log_prob_unchanged_by_folding(monkeypatch):
+    """A whole (small) Glow: log p with folded ActNorms equals log p with the layers as
+    defined, after the data-dependent initialisation and a parameter perturbation."""
+    from survae.models import build_model
+
+    torch.manual_seed(0)
+    spec = {"architecture": "glow", "num_levels": 2, "num_steps": 2, "hidden_channels": 8}
+    model = build_model(spec, (3, 8, 8), num_bins=256).double().train()
+    x = torch.randint(0, 256, (4, 3, 8, 8))
+    torch.manual_seed(1)
+    model.log_prob(x)  # initialisation
+    _randomised(model)
+    model.eval()
+    torch.manual_seed(2)
+    folded = model.log_prob(x)
+    monkeypatch.setattr(GlowNet, "forward", _reference_glow_net)
+    monkeypatch.setattr(ZeroConv2d, "forward", _reference_zero_conv)
+    torch.manual_seed(2)
+    reference = model.log_prob(x)
+    assert torch.isfinite(reference).all()
+    torch.testing.assert_close(folded, reference, rtol=1e-10, atol=1e-8)
