@@ -25,15 +25,32 @@ from survae.registry import register
 
 
 class MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed 0/1 ``mask`` buffer ``[out, in]``."""
+    """A linear layer whose weight is multiplied by a fixed 0/1 ``mask`` buffer ``[out, in]``.
+
+    Without autograd (sampling, where an autoregressive inverse calls the network once per
+    dimension) the masked weight is built once and reused until the weight or mask changes
+    (an optimiser step, ``load_state_dict``, ``.to()``), instead of once per call. The cache is
+    a plain attribute: parameters and ``state_dict`` keys are those of ``nn.Linear`` + ``mask``.
+    """
 
     def __init__(self, mask: torch.Tensor, bias: bool = True):
         out_features, in_features = mask.shape
         super().__init__(in_features, out_features, bias=bias)
         self.register_buffer("mask", mask.to(self.weight.dtype))
+        self._masked: tuple[tuple, torch.Tensor] | None = None
+
+    def masked_weight(self) -> torch.Tensor:
+        """``weight * mask``, cached while no gradient is being recorded."""
+        w, m = self.weight, self.mask
+        if (torch.is_grad_enabled() and w.requires_grad) or torch.compiler.is_compiling():
+            return w * m
+        key = (w._version, m._version, w.data_ptr(), m.data_ptr(), w.dtype, w.device)
+        if self._masked is None or self._masked[0] != key:
+            self._masked = (key, (w * m).detach())
+        return self._masked[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return F.linear(x, self.masked_weight(), self.bias)
 
 
 def _input_order(features: int, random_order: bool, reverse_order: bool, seed: int) -> torch.Tensor:

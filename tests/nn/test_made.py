@@ -97,3 +97,63 @@ def test_made_bad_sizes():
 def test_made_is_registered():
     net = build_network({"name": "made", "hidden": [8]}, 4, 12)
     assert isinstance(net, MADE) and net(torch.randn(2, 4)).shape == (2, 12)
+
+
+def test_masked_weight_cache_follows_every_weight_change():
+    """Without autograd the masked weight is built once and reused; an optimiser step,
+    load_state_dict or a dtype change rebuilds it. With autograd it is rebuilt per call."""
+    from survae.nn.made import MaskedLinear
+
+    layer = MaskedLinear(torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]))
+    x = torch.randn(5, 3)
+
+    def expected():
+        return x @ (layer.weight * layer.mask).T + layer.bias
+
+    with torch.no_grad():
+        first = layer.masked_weight()
+        assert layer.masked_weight() is first  # reused
+        torch.testing.assert_close(layer(x), expected())
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    loss = layer(x).square().sum()
+    loss.backward()
+    assert torch.all(layer.weight.grad[layer.mask == 0] == 0)  # masked entries get no gradient
+    opt.step()
+    with torch.no_grad():
+        assert layer.masked_weight() is not first
+        torch.testing.assert_close(layer(x), expected())
+        other = MaskedLinear(layer.mask.clone())
+        layer.load_state_dict(other.state_dict())
+        torch.testing.assert_close(layer(x), expected())
+    layer.double()
+    with torch.no_grad():
+        assert layer.masked_weight().dtype == torch.float64
+    assert sorted(layer.state_dict()) == ["bias", "mask", "weight"]
+
+
+def test_made_sampling_inverse_unchanged_by_the_cache():
+    """An autoregressive inverse under no_grad (D network calls) gives the same result with the
+    cache as with the masked weights rebuilt on every call."""
+    from survae.nn.made import MaskedLinear
+
+    torch.manual_seed(0)
+    D = 5
+    made = MADE(D, 2 * D, hidden=(16, 16), zero_init_output=False)
+    z = torch.randn(4, D)
+
+    def invert():
+        x = torch.zeros_like(z)
+        with torch.no_grad():
+            for _ in range(D):
+                shift, log_scale = made(x).view(4, D, 2).unbind(-1)
+                x = z * log_scale.exp() + shift
+        return x
+
+    cached = invert()
+    original = MaskedLinear.masked_weight
+    try:
+        MaskedLinear.masked_weight = lambda self: self.weight * self.mask
+        rebuilt = invert()
+    finally:
+        MaskedLinear.masked_weight = original
+    torch.testing.assert_close(cached, rebuilt, rtol=0, atol=0)
