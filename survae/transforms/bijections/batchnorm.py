@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from survae.errors import check_ndim, check_shape
 from survae.registry import register
@@ -52,6 +53,8 @@ class BatchNormBijection(Bijection):
         check_shape(self, x, (None, self.num_channels, *x.shape[2:]), what)
 
     def _batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's (biased) mean and variance per channel; updates the running averages
+        and remembers the statistics for :meth:`inverse_with_ldj`."""
         dims = [0, *range(2, x.dim())]
         var, mean = torch.var_mean(x, dim=dims, correction=0)
         n = x.numel() // x.shape[1]
@@ -70,7 +73,27 @@ class BatchNormBijection(Bijection):
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x, "input")
-        if self.training:
+        n = x.numel() // x.shape[1]
+        if self.training and n > 1:
+            # torch's fused batch norm: normalisation, affine map and the running averages
+            # (unbiased variance, same momentum rule) in one kernel, and one fused backward
+            # that differentiates through the batch statistics as the plain formula does;
+            # the statistics themselves (for the log-determinant) from one var_mean
+            dims = [0, *range(2, x.dim())]
+            var, mean = torch.var_mean(x, dim=dims, correction=0)
+            z = F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.log_gamma.exp(),
+                self.beta,
+                training=True,
+                momentum=self.momentum,
+                eps=self.eps,
+            )
+            self._last_batch_stats = (mean.detach(), var.detach())
+            return z, self._ldj(var, x)
+        if self.training:  # a single value per channel: the plain formula (variance 0)
             mean, var = self._batch_stats(x)
         else:
             mean, var = self.running_mean, self.running_var

@@ -95,3 +95,48 @@ def test_errors():
         layer(torch.randn(4, 2))
     with pytest.raises(ValueError, match="momentum"):
         BatchNormBijection(3, momentum=0.0)
+
+
+def _reference_forward(layer, x):
+    """The layer's definition written out: batch statistics, running averages, affine map."""
+    dims = [0, *range(2, x.dim())]
+    view = (1, -1, *[1] * (x.dim() - 2))
+    var, mean = torch.var_mean(x, dim=dims, correction=0)
+    n = x.numel() // x.shape[1]
+    with torch.no_grad():
+        m = layer.momentum
+        layer.running_mean.mul_(1 - m).add_(m * mean)
+        layer.running_var.mul_(1 - m).add_(m * var * n / (n - 1))
+    z = (x - mean.view(view)) / torch.sqrt(var.view(view) + layer.eps)
+    z = z * layer.log_gamma.exp().view(view) + layer.beta.view(view)
+    ldj = (layer.log_gamma - 0.5 * torch.log(var + layer.eps)).sum() * (n // x.shape[0])
+    return z, ldj.expand(x.shape[0])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fused_training_pass_equals_the_definition(shape):
+    """The fused training pass gives the definition's output, log-determinant, gradients
+    (through the batch statistics too) and running averages."""
+    torch.manual_seed(0)
+    fused = _randomise(BatchNormBijection(3, momentum=0.3)).double()
+    reference = BatchNormBijection(3, momentum=0.3).double()
+    reference.load_state_dict(fused.state_dict())
+    x = torch.randn(shape, dtype=torch.float64) * 3 + 2
+    weights = torch.randn(shape, dtype=torch.float64)
+    results = []
+    for layer, fn in ((fused, fused), (reference, lambda v: _reference_forward(reference, v))):
+        xi = x.clone().requires_grad_(True)
+        z, ldj = fn(xi)
+        loss = (z * weights).sum() + (ldj * torch.arange(1.0, shape[0] + 1)).sum()
+        grads = torch.autograd.grad(loss, [xi, layer.log_gamma, layer.beta])
+        results.append([z, ldj, *grads, layer.running_mean, layer.running_var])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    inv, _ = fused.inverse_with_ldj(results[0][0].detach())
+    torch.testing.assert_close(inv, x, rtol=1e-10, atol=1e-10)
+
+
+def test_single_value_per_channel_still_works_in_training():
+    layer = BatchNormBijection(3)
+    z, ldj = layer(torch.randn(1, 3))
+    assert torch.isfinite(z).all() and torch.isfinite(ldj).all()
