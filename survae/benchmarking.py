@@ -97,6 +97,65 @@ MIN_COMPILE_WARMUP = 2
 
 LOSS_UNITS = {"bpd": "bits/dim", "ppll": "PPLL (nats/point)", "nll": "nats"}
 
+_TOY_ARGS = [
+    "--hidden_units",
+    "[200,100]",
+    "--dataset",
+    "eight_gaussians",
+    "--scale_fn",
+    "softplus",
+]
+_IMAGE_ARGS = (
+    "--epochs 500 --batch_size 32 --optimizer adamax --lr 1e-3 --gamma 0.995 --eval_every 1 "
+    "--check_every 10 --warmup 5000 --num_steps 12 --num_scales 2 --dequant flow --pooling {} "
+    "--dataset cifar10 --augmentation eta"
+)
+_POINT_ARGS = ["--epochs", "500", "--num_flows", "32", "--warmup", "2000", "--gamma", "0.995"]
+
+#: the official experiment behind each SurVAE workload: data kind, script (relative to its
+#: experiments folder), the README's arguments, and survae overrides for a like-for-like model
+#: (the official point-flow scripts default to dropout 0, the paper's tuned runs use 0.1/0.2)
+OFFICIAL_WORKLOADS: dict[str, dict[str, Any]] = {
+    "abs_flow_eight_gaussians": {
+        "kind": "toy",
+        "script": "train_abs_flow.py",
+        "argv": _TOY_ARGS,
+        "overrides": [],
+    },
+    "plain_flow_eight_gaussians": {
+        "kind": "toy",
+        "script": "train_flow.py",
+        "argv": _TOY_ARGS,
+        "overrides": [],
+    },
+    "maxpool_flow_cifar10": {
+        "kind": "image",
+        "script": "train.py",
+        "argv": _IMAGE_ARGS.format("max").split(),
+        "overrides": [],
+    },
+    "slice_flow_cifar10": {
+        "kind": "image",
+        "script": "train.py",
+        "argv": _IMAGE_ARGS.format("none").split(),
+        "overrides": [],
+    },
+    "permute_flow_spatial_mnist": {
+        "kind": "points",
+        "script": "train_perm_flow.py",
+        "argv": _POINT_ARGS,
+        "overrides": ["model.dropout=0.0"],
+    },
+    "sort_flow_spatial_mnist": {
+        "kind": "points",
+        "script": "train_sort_flow.py",
+        "argv": _POINT_ARGS,
+        "overrides": ["model.dropout=0.0"],
+    },
+}
+#: the official toy AbsFlow asserts its Logit input lies in [0, 1] (data within ±4)
+OFFICIAL_TOY_CLAMP = 3.99
+
 
 # --------------------------------------------------------------------------- config and data
 def compose_experiment(
@@ -109,6 +168,12 @@ def compose_experiment(
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
+    try:  # the configs' own resolvers (run names), where this version has them
+        from survae.training.resolvers import register as register_resolvers
+    except ImportError:
+        pass
+    else:
+        register_resolvers()
     config_dir = Path(config_dir or CONFIG_DIR).resolve()
     if not (config_dir / "experiment" / f"{name}.yaml").is_file():
         known = sorted(p.stem for p in (config_dir / "experiment").glob("*.yaml"))
@@ -225,6 +290,37 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def count_flops(fn: Callable[[int], Any], i: int = 0) -> int:
+    """Floating-point operations of the matrix products and convolutions (forward and
+    backward) that ``fn(i)`` runs, counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+    (elementwise work is not counted: this is the work a matrix unit could do)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(i)
+    return int(counter.get_total_flops())
+
+
+_PEAK_CACHE: dict[tuple[str, int], float] = {}
+
+
+def peak_flops(device: torch.device | str = "cpu", n: int = 2048, repeats: int = 5) -> float:
+    """This machine's measured float32 peak in FLOP/s: the best of ``repeats`` timed
+    ``n × n`` matrix products (``2n³`` FLOPs each) on the current torch thread count.
+    Cached per device and thread count."""
+    dev = torch.device(device)
+    key = (str(dev), torch.get_num_threads())
+    if key not in _PEAK_CACHE:
+        sync = _sync(dev)
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=gen).to(dev)
+        b = torch.randn(n, n, generator=gen).to(dev)
+        a @ b  # warm-up
+        best = min(_timed(lambda i: a @ b, repeats, sync))
+        _PEAK_CACHE[key] = 2.0 * n**3 / best
+    return _PEAK_CACHE[key]
+
+
 def default_threads() -> int:
     """All cores this process may run on."""
     try:
@@ -260,12 +356,17 @@ def measure(
     seed: int = 0,
     config_dir: str | Path | None = None,
     isolated: bool = False,
+    evaluate: bool = True,
+    flops: bool = True,
 ) -> dict[str, Any]:
     """Measure one workload with the speed ``features`` on (the others off) in this process.
 
     ``speed_extra`` sets further speed options (``compile_mode``,
     ``memory_saving_anchor_every``). ``isolated`` records that this process runs nothing else
-    (its peak RSS is this workload's). Returns the result mapping (see :func:`main`).
+    (its peak RSS is this workload's). ``evaluate=False`` times only the training step (no
+    evaluation or sampling). ``flops`` counts the matrix-product and convolution FLOPs of one
+    extra (untimed) training step and reports the achieved rate against this machine's
+    measured peak (:func:`peak_flops`). Returns the result mapping (see :func:`main`).
     """
     import survae  # noqa: F401  (torchvision shim, registrations)
     from survae.training.module import FlowModule
@@ -356,24 +457,41 @@ def measure(
         graphs_before = _compiled_graphs()
         train = _timed(train_step, steps, sync)
         recompiled = _compiled_graphs() - graphs_before
+        # FLOPs of one further step (the counter slows it down: never timed); a compiled
+        # graph hides its operators from the counter
+        step_flops = None
+        if flops and not compiled:
+            try:
+                step_flops = count_flops(train_step, steps)
+            except RuntimeError:  # e.g. memory-saving backprop's autograd.grad in backward
+                step_flops = None
     module.eval()
-    _timed(eval_step, warmup, sync)
-    evals = _timed(eval_step, steps, sync)
-    _timed(sample_step, warmup, sync)
-    samples = _timed(sample_step, steps, sync)
+    evals = samples = [math.nan]
+    if evaluate:
+        _timed(eval_step, warmup, sync)
+        evals = _timed(eval_step, steps, sync)
+        _timed(sample_step, warmup, sync)
+        samples = _timed(sample_step, steps, sync)
     sync()
 
     train_median = statistics.median(train)
+    peak = peak_flops(dev) if step_flops else None
+    achieved = step_flops / train_median if step_flops else None
     result: dict[str, Any] = {
         "workload": workload,
         "params": sum(p.numel() for p in module.model.parameters()),
         "batch": batch,
         "train_ms_median": 1e3 * train_median,
         "train_ms_min": 1e3 * min(train),
-        "eval_ms_median": 1e3 * statistics.median(evals),
-        "eval_ms_min": 1e3 * min(evals),
-        "sample_ms": 1e3 * statistics.median(samples),
-        "sample_ms_min": 1e3 * min(samples),
+        "train_ms_all": [1e3 * t for t in train],
+        "eval_ms_median": 1e3 * statistics.median(evals) if evaluate else None,
+        "eval_ms_min": 1e3 * min(evals) if evaluate else None,
+        "sample_ms": 1e3 * statistics.median(samples) if evaluate else None,
+        "sample_ms_min": 1e3 * min(samples) if evaluate else None,
+        "train_flops": step_flops,
+        "train_gflops_per_s": achieved / 1e9 if achieved else None,
+        "peak_gflops_per_s": peak / 1e9 if peak else None,
+        "flops_fraction_of_peak": achieved / peak if achieved and peak else None,
         "peak_mem_mb": (
             torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else peak_rss_mb()
         ),
@@ -507,9 +625,10 @@ def run_workload(
             log(f"[benchmark] {workload} / {name}: FAILED: {r['error']}")
         else:
             log(
-                f"[benchmark] {workload} / {name}: train {r['train_ms_median']:.1f} ms, "
-                f"eval {r['eval_ms_median']:.1f} ms, sample {r['sample_ms']:.1f} ms, "
-                f"peak {r['peak_mem_mb']:.0f} MB, loss {r['loss_value']:.3f} {r['loss_unit']}"
+                f"[benchmark] {workload} / {name}: train {_fmt_ms(r['train_ms_median'])} ms "
+                f"({_fmt_rate(r)}), eval {_fmt_ms(r.get('eval_ms_median'))} ms, "
+                f"sample {_fmt_ms(r.get('sample_ms'))} ms, peak {r['peak_mem_mb']:.0f} MB, "
+                f"loss {r['loss_value']:.3f} {r['loss_unit']}"
             )
     return results
 
@@ -527,11 +646,166 @@ def combine(results: Mapping[str, Mapping[str, Any]], primary: str) -> dict[str,
     return entry
 
 
+# --------------------------------------------------------------------------- official code
+def _run_official_child(
+    spec: Mapping[str, Any], batch: torch.Tensor, timeout: float | None
+) -> dict[str, Any]:
+    """:mod:`survae.official_harness` in a fresh, isolated Python process (``-I``: no
+    PYTHONPATH, so nothing of this project is importable there)."""
+    import numpy as np
+
+    harness = Path(__file__).resolve().parent / "official_harness.py"
+    with tempfile.TemporaryDirectory(prefix="survae-official-") as tmp:
+        np.save(Path(tmp) / "batch.npy", batch.numpy())
+        spec_file, out = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_file.write_text(json.dumps({**spec, "batch": str(Path(tmp) / "batch.npy")}))
+        cmd = [sys.executable, "-I", str(harness), str(spec_file), str(out)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"official code timed out after {timeout} s"}
+        if proc.returncode != 0 or not out.is_file():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            return {"error": f"official code exited with {proc.returncode}:\n{tail}"}
+        return json.loads(out.read_text())
+
+
+def official_batch(workload: str, batch: int | None, seed: int = 0) -> torch.Tensor:
+    """The fixed batch survae's measurement of ``workload`` uses, in the official code's
+    dtype (images: integer levels as int64, as its ``Quantize`` gives; toy: clamped into the
+    official AbsFlow's range, :data:`OFFICIAL_TOY_CLAMP`)."""
+    info = OFFICIAL_WORKLOADS[workload]
+    cfg = compose_experiment(workload, info["overrides"])
+    size = int(batch or cfg["data"]["batch_size"])
+    x = synthetic_batch(_datamodule(cfg, size, seed), size, seed)
+    if info["kind"] == "image":
+        return x.long()
+    if info["kind"] == "toy":
+        return x.clamp(-OFFICIAL_TOY_CLAMP, OFFICIAL_TOY_CLAMP).contiguous()
+    return x.float().contiguous()
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, minimum and maximum of ``values``."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run_official(
+    workloads: Sequence[str],
+    official: str | Path,
+    common: Mapping[str, Any],
+    rounds: int = 3,
+    timeout: float | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, dict[str, Any]]:
+    """survae against the official code, back to back: per workload, ``rounds`` rounds of one
+    survae measurement and one official measurement (each in its own process, same batch,
+    steps, warm-up and threads), the order alternating between rounds. Returns per workload the
+    per-round medians, the per-round ratios ``official ms / survae ms`` (> 1: survae faster)
+    and their median with minimum and maximum."""
+    official = Path(official).resolve()
+    if not (official / "survae" / "flows").is_dir() or not (official / "experiments").is_dir():
+        raise ValueError(f"--official {official}: not a checkout of the official SurVAE code")
+    report: dict[str, dict[str, Any]] = {}
+    for workload in workloads:
+        if workload not in OFFICIAL_WORKLOADS:
+            valid = ", ".join(OFFICIAL_WORKLOADS)
+            report[workload] = {"error": f"no official counterpart; valid: {valid}"}
+            continue
+        info = OFFICIAL_WORKLOADS[workload]
+        x = official_batch(workload, common.get("batch"), common.get("seed", 0))
+        ours_spec = {
+            **common,
+            "workload": workload,
+            "features": [],
+            "overrides": [*common.get("overrides", []), *info["overrides"]],
+            "evaluate": False,
+            "flops": False,
+        }
+        theirs_spec = {
+            "official": str(official),
+            "kind": info["kind"],
+            "script": info["script"],
+            "argv": info["argv"],
+            "steps": common["steps"],
+            "warmup": common["warmup"],
+            "threads": common["threads"],
+            "seed": common.get("seed", 0),
+        }
+        entry: dict[str, Any] = {"survae": [], "official": [], "ratios": [], "order": []}
+        for r in range(rounds):
+            order = ("survae", "official") if r % 2 == 0 else ("official", "survae")
+            got: dict[str, dict[str, Any]] = {}
+            for side in order:
+                log(f"[benchmark] {workload} round {r + 1}/{rounds}: {side} ...")
+                if side == "survae":
+                    got[side] = _run_child(ours_spec, timeout)
+                else:
+                    got[side] = _run_official_child(theirs_spec, x, timeout)
+            entry["order"].append(list(order))
+            for side in order:
+                entry[side].append(got[side])
+            if any("error" in g for g in got.values()):
+                errors = {k: v["error"] for k, v in got.items() if "error" in v}
+                entry["error"] = "; ".join(f"{k}: {v}" for k, v in errors.items())
+                log(f"[benchmark] {workload}: FAILED: {entry['error']}")
+                break
+            ratio = got["official"]["train_ms_median"] / got["survae"]["train_ms_median"]
+            entry["ratios"].append(ratio)
+            log(
+                f"[benchmark] {workload} round {r + 1}: survae "
+                f"{_fmt_ms(got['survae']['train_ms_median'])} ms, official "
+                f"{_fmt_ms(got['official']['train_ms_median'])} ms, ratio {ratio:.2f}"
+            )
+        if entry["ratios"]:
+            entry["ratio"] = spread(entry["ratios"])
+            entry["survae_ms"] = spread([g["train_ms_median"] for g in entry["survae"]])
+            entry["official_ms"] = spread([g["train_ms_median"] for g in entry["official"]])
+            first = entry["survae"][0], entry["official"][0]
+            entry["params"] = {"survae": first[0]["params"], "official": first[1]["params"]}
+            entry["loss_value"] = {
+                "survae": first[0]["loss_value"],
+                "official": first[1]["loss_value"],
+            }
+        report[workload] = entry
+    return report
+
+
+def official_markdown(report: Mapping[str, Mapping[str, Any]]) -> str:
+    """The back-to-back comparison as a markdown table: median per-step times of each side
+    and the median ratio (official / survae) with its range over the rounds."""
+    lines = [
+        "| workload | params (survae / official) | train ms survae | train ms official "
+        "| ratio (median) | ratio range | rounds | untrained loss (s / o) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, e in report.items():
+        if "ratio" not in e:
+            lines.append(f"| `{name}` | failed: {_first_line(e.get('error', '?'))} |" + " |" * 6)
+            continue
+        q, p, lv = e["ratio"], e["params"], e["loss_value"]
+        lines.append(
+            f"| `{name}` | {p['survae']:,} / {p['official']:,} "
+            f"| {_fmt_ms(e['survae_ms']['median'])} | {_fmt_ms(e['official_ms']['median'])} "
+            f"| **{q['median']:.2f}** | {q['min']:.2f}–{q['max']:.2f} | {len(e['ratios'])} "
+            f"| {lv['survae']:.3f} / {lv['official']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- markdown
 def _fmt_ms(v: Any) -> str:
     if not isinstance(v, (int, float)):
         return "–"
     return f"{v:,.1f}" if v < 1000 else f"{v:,.0f}"
+
+
+def _fmt_rate(r: Mapping[str, Any]) -> str:
+    """Achieved GFLOP/s of the training step and its share of the measured peak."""
+    rate, frac = r.get("train_gflops_per_s"), r.get("flops_fraction_of_peak")
+    if not isinstance(rate, (int, float)) or not isinstance(frac, (int, float)):
+        return "–"
+    return f"{rate:,.1f} GFLOP/s, {100 * frac:.0f} % of peak"
 
 
 def _first_line(message: str) -> str:
@@ -547,20 +821,20 @@ def markdown(report: Mapping[str, Mapping[str, Any]]) -> str:
     of every variant with its ratios to the baseline."""
     lines = [
         "| workload | batch | params | train ms (median) | train ms (min) | eval ms | sample ms "
-        "| peak MB | untrained loss | device | speed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak MB | untrained loss | device | speed | train GFLOP/s (of peak) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in report.items():
         if "error" in r:
-            lines.append(f"| `{name}` | | | failed: {_first_line(r['error'])} | | | | | | | |")
+            lines.append(f"| `{name}` | | | failed: {_first_line(r['error'])} | | | | | | | | |")
             continue
         on = [k for k in _SWITCHES if r["speed_options"].get(k)]
         lines.append(
             f"| `{name}` | {r['batch']} | {r['params']:,} | {_fmt_ms(r['train_ms_median'])} "
             f"| {_fmt_ms(r['train_ms_min'])} | {_fmt_ms(r['eval_ms_median'])} "
-            f"| {_fmt_ms(r['sample_ms'])} | {r['peak_mem_mb']:,.0f} "
+            f"| {_fmt_ms(r.get('sample_ms'))} | {r['peak_mem_mb']:,.0f} "
             f"| {r['loss_value']:.3f} {r['loss_unit']} | {r['device']} "
-            f"| {', '.join(on) or 'baseline'} |"
+            f"| {', '.join(on) or 'baseline'} | {_fmt_rate(r)} |"
         )
     ablated = {k: v for k, v in report.items() if "variants" in v}
     if ablated:
@@ -652,6 +926,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config-dir", default=None, help="Hydra config folder (default: configs/)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per subprocess")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--official",
+        default=None,
+        metavar="PATH",
+        help="a checkout of the official SurVAE code: time it back to back with survae on the "
+        f"workloads that have an official counterpart ({', '.join(OFFICIAL_WORKLOADS)})",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="with --official: interleaved rounds per workload"
+    )
     p.add_argument("--child-spec", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -704,6 +988,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "config_dir": args.config_dir,
     }
+    if args.official:
+        if args.rounds < 1:
+            raise SystemExit("--rounds must be at least 1")
+        if args.workloads == "paper":
+            names = list(OFFICIAL_WORKLOADS)
+        report = run_official(names, args.official, common, args.rounds, args.timeout, log)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"official": report}, indent=2))
+        table = official_markdown(report)
+        if args.markdown:
+            Path(args.markdown).write_text(table)
+        if not args.quiet:
+            print(table)
+        return {"official": report}
     report: dict[str, Any] = {}
     for name in names:
         try:
@@ -730,6 +1028,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def failed(report: Mapping[str, Any]) -> list[str]:
     """Names of the workloads of ``report`` with a failed measurement (in any variant)."""
+    if set(report) == {"official"}:  # a back-to-back comparison with the official code
+        report = report["official"]
     return [
         name
         for name, entry in report.items()

@@ -193,3 +193,126 @@ def test_subprocess_per_workload(tmp_path):
     result = json.loads(out.read_text())["plain_flow_eight_gaussians"]
     assert result["isolated"] is True and result["batch"] == 8
     assert result["peak_mem_mb"] > 0 and result["train_ms_median"] > 0
+
+
+# --------------------------------------------------------------------------- FLOP/s
+def test_flop_count_of_a_matrix_product_and_backward():
+    """One linear layer: 2·B·in·out forward, twice that backward (input and weight grads)."""
+    layer = torch.nn.Linear(16, 8, bias=False)
+    x = torch.randn(4, 16, requires_grad=True)
+
+    def step(i):
+        layer(x).sum().backward()
+
+    assert benchmarking.count_flops(step) == 3 * 2 * 4 * 16 * 8
+
+
+def test_peak_flops_is_measured_and_cached():
+    first = benchmarking.peak_flops("cpu", n=128, repeats=2)
+    assert first > 0 and math.isfinite(first)
+    assert benchmarking.peak_flops("cpu", n=128, repeats=2) == first
+
+
+def test_measurement_reports_flop_rate_and_can_skip_evaluation():
+    threads = torch.get_num_threads()
+    try:
+        r = benchmarking.measure(
+            "plain_flow_eight_gaussians", steps=2, warmup=1, batch=16, threads=1, evaluate=False
+        )
+    finally:
+        torch.set_num_threads(threads)
+    # 4 couplings, MLP 1 → 200 → 100 → 2 over 16 points: forward 2·16·(200 + 20,000 + 200)
+    # per coupling, backward about twice that (the first layer's input needs no gradient)
+    assert 4 * 2 * 16 * 20_400 <= r["train_flops"] <= 3 * 4 * 2 * 16 * 20_400
+    assert r["train_gflops_per_s"] > 0 and r["peak_gflops_per_s"] > 0
+    assert r["flops_fraction_of_peak"] == pytest.approx(
+        r["train_gflops_per_s"] / r["peak_gflops_per_s"]
+    )
+    assert r["eval_ms_median"] is None and r["sample_ms"] is None
+    assert "GFLOP/s" in benchmarking.markdown({"plain_flow_eight_gaussians": r})
+
+
+# --------------------------------------------------------------------------- official code
+def test_every_official_workload_has_its_survae_config_and_readme_arguments():
+    assert set(benchmarking.OFFICIAL_WORKLOADS) == {
+        "abs_flow_eight_gaussians", "plain_flow_eight_gaussians", "maxpool_flow_cifar10",
+        "slice_flow_cifar10", "permute_flow_spatial_mnist", "sort_flow_spatial_mnist",
+    }  # fmt: skip
+    configs = Path(benchmarking.CONFIG_DIR) / "experiment"
+    for name, info in benchmarking.OFFICIAL_WORKLOADS.items():
+        assert (configs / f"{name}.yaml").is_file(), name
+        assert info["kind"] in ("toy", "image", "points")
+    for name, pooling in (("maxpool_flow_cifar10", "max"), ("slice_flow_cifar10", "none")):
+        argv = benchmarking.OFFICIAL_WORKLOADS[name]["argv"]
+        assert argv[argv.index("--pooling") + 1] == pooling
+    # the official point-flow scripts run at dropout 0 unless told otherwise
+    assert benchmarking.OFFICIAL_WORKLOADS["sort_flow_spatial_mnist"]["overrides"] == [
+        "model.dropout=0.0"
+    ]
+
+
+def test_official_batches_are_survae_batches_in_the_official_dtypes():
+    x = benchmarking.official_batch("maxpool_flow_cifar10", 2)
+    assert x.dtype == torch.int64 and x.shape == (2, 3, 32, 32) and 0 <= x.min() <= x.max() < 256
+    ours = benchmarking.synthetic_batch(
+        benchmarking._datamodule(benchmarking.compose_experiment("maxpool_flow_cifar10"), 2, 0), 2
+    )
+    assert torch.equal(x, ours.long())
+    toy = benchmarking.official_batch("abs_flow_eight_gaussians", 64)
+    assert toy.abs().max() <= benchmarking.OFFICIAL_TOY_CLAMP
+
+
+def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_path):
+    """With the two measurements faked: the order alternates between rounds, the ratio is
+    official / survae per round, reported as median and range."""
+    official = tmp_path / "official"
+    (official / "survae" / "flows").mkdir(parents=True)
+    (official / "experiments").mkdir()
+    calls = []
+    ours = iter([10.0, 20.0, 10.0])
+    theirs = iter([15.0, 20.0, 30.0])
+
+    def fake_ours(spec, timeout):
+        calls.append("survae")
+        assert spec["evaluate"] is False and "model.dropout=0.0" in spec["overrides"]
+        return {"train_ms_median": next(ours), "params": 5, "loss_value": 1.0}
+
+    def fake_theirs(spec, x, timeout):
+        calls.append("official")
+        assert spec["script"] == "train_perm_flow.py" and x.shape == (4, 50, 2)
+        return {"train_ms_median": next(theirs), "params": 5, "loss_value": 1.0}
+
+    monkeypatch.setattr(benchmarking, "_run_child", fake_ours)
+    monkeypatch.setattr(benchmarking, "_run_official_child", fake_theirs)
+    common = {"steps": 1, "warmup": 0, "threads": 1, "batch": 4, "seed": 0, "overrides": []}
+    report = benchmarking.run_official(
+        ["permute_flow_spatial_mnist", "glow_cifar10"], official, common, rounds=3
+    )
+    assert calls == ["survae", "official", "official", "survae", "survae", "official"]
+    entry = report["permute_flow_spatial_mnist"]
+    assert entry["ratios"] == [1.5, 1.0, 3.0]
+    assert entry["ratio"] == {"median": 1.5, "min": 1.0, "max": 3.0}
+    assert "no official counterpart" in report["glow_cifar10"]["error"]
+    md = benchmarking.official_markdown(report)
+    assert "**1.50**" in md and "1.00–3.00" in md and "failed" in md
+    with pytest.raises(ValueError, match="not a checkout"):
+        benchmarking.run_official(["abs_flow_eight_gaussians"], tmp_path, common)
+
+
+OFFICIAL = Path("/work/official_survae")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (OFFICIAL / "survae").is_dir(), reason="no official SurVAE checkout")
+def test_official_toy_model_timed_in_its_own_process():
+    """The real official toy script, built in an isolated process: same parameter count."""
+    report = benchmarking.run_official(
+        ["plain_flow_eight_gaussians"],
+        OFFICIAL,
+        {"steps": 2, "warmup": 1, "threads": 1, "batch": 32, "seed": 0, "overrides": []},
+        rounds=1,
+    )
+    entry = report["plain_flow_eight_gaussians"]
+    assert "error" not in entry, entry.get("error")
+    assert entry["params"]["official"] == entry["params"]["survae"] == 82_808
+    assert entry["ratio"]["median"] > 0
