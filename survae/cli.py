@@ -9,6 +9,7 @@ saved config and ``last.ckpt``. ``survae-run --list-experiments`` prints every e
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,12 @@ def sweep_objective(results: dict[str, Any], objective: str = "val_best") -> flo
     return None if value is None else float(value)
 
 
+def exit_if_interrupted(results: dict[str, Any]) -> None:
+    """After SIGTERM/Ctrl-C (latest state saved), exit with the shell's code for that signal."""
+    if results.get("interrupted"):
+        sys.exit(128 + int(getattr(signal, str(results["interrupted"]))))
+
+
 def _hydra_main():
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -69,6 +76,7 @@ def _hydra_main():
 
         container = OmegaConf.to_container(cfg, resolve=True)
         results = train(container)
+        exit_if_interrupted(results)
         return sweep_objective(results, str(container.get("objective", "val_best")))
 
     return main
@@ -83,8 +91,7 @@ def _resume_main(argv: Sequence[str]) -> None:
     cfg, changes = resume_config(argv)
     if changes:
         print(f"[survae] overrides on top of the saved config: {', '.join(changes)}")
-    results = train(cfg)
-    sweep_objective(results, str(cfg.get("objective", "val_best")))
+    exit_if_interrupted(train(cfg))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

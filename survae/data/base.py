@@ -110,23 +110,32 @@ def collate(batch: torch.Tensor | tuple | Sequence) -> torch.Tensor | tuple:
 class EpochShuffleSampler(Sampler[int]):
     """Random order of ``range(n)`` fixed by ``(seed, epoch)``.
 
-    Lightning calls :meth:`set_epoch` before every training epoch, so a run resumed from a
-    checkpoint sees exactly the batches an uninterrupted run would. Without such calls (a
-    plain ``for`` loop over the loader) the epoch advances by itself after each pass.
+    Lightning calls :meth:`set_epoch` before every training epoch; without such calls (a
+    plain ``for`` loop over the loader) the epoch advances by itself after each pass. A run
+    resumed from a checkpoint calls :meth:`resume_at` with the position the checkpoint
+    recorded: from then on the sampler counts epochs itself (Lightning's epoch counter is off
+    by one after resuming an iteration-bounded run from an epoch-end checkpoint) and the first
+    pass skips the part of the epoch that was already trained.
     """
 
     def __init__(self, n: int, seed: int = 0):
         self.n, self.seed, self.epoch = int(n), int(seed), 0
         self._epoch_given = False
-        self._resume: tuple[int, int] | None = None
+        self._own_count = False
+        self._skip = 0
+        #: the epoch of the pass in progress (or last begun)
+        self.current_epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._epoch_given = int(epoch), True
+        if not self._own_count:
+            self.epoch, self._epoch_given = int(epoch), True
 
-    def resume_at(self, epoch: int, num_consumed: int) -> None:
-        """Make the next pass over ``epoch`` skip its first ``num_consumed`` examples: a run
-        resumed from a mid-epoch checkpoint sees exactly the rest of that epoch's order."""
-        self._resume = (int(epoch), int(num_consumed))
+    def resume_at(self, epoch: int, num_consumed: int, epoch_done: bool = False) -> None:
+        """Continue with ``epoch`` after its first ``num_consumed`` examples, or with the next
+        epoch from its start when ``epoch_done``."""
+        self.epoch = int(epoch) + 1 if epoch_done else int(epoch)
+        self._skip = 0 if epoch_done else int(num_consumed)
+        self._own_count = True
 
     def __len__(self) -> int:
         return self.n
@@ -134,11 +143,10 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(2)
         g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        order = torch.randperm(self.n, generator=g).tolist()
-        if self._resume is not None and self._resume[0] == self.epoch:
-            order = order[self._resume[1] :]
-            self._resume = None
-        if not self._epoch_given:
+        order = torch.randperm(self.n, generator=g).tolist()[self._skip :]
+        self._skip = 0
+        self.current_epoch = self.epoch
+        if self._own_count or not self._epoch_given:
             self.epoch += 1
         return iter(order)
 

@@ -19,6 +19,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
+from survae.training.run_folder import default_file_mode
+
 #: prefix of the temporary files of atomic writes; a killed write leaves one behind
 TMP_PREFIX = ".tmp-"
 
@@ -42,6 +44,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".ckpt", dir=folder)
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -88,25 +91,20 @@ class ExactResumeState(pl.Callback):
 
     def __init__(self) -> None:
         self._position: dict[str, int] | None = None
+        self._rng_before_validation: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        state = {
-            "python": random.getstate(),
-            # as a tensor: checkpoints stay loadable with torch.load(weights_only=True)
-            "numpy": _numpy_state_to_tensors(np.random.get_state()),
-            "torch": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["rng_states"] = state
+        checkpoint["rng_states"] = _get_rng_states()
         loader = trainer.train_dataloader
         batch_size = getattr(loader, "batch_size", None)
         if batch_size:
-            # batches whose optimisation step finished in the current epoch
+            # batches whose optimisation step finished in the epoch in progress
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            sampler = getattr(loader, "sampler", None)
             checkpoint["data_position"] = {
-                "epoch": int(trainer.current_epoch),
+                "epoch": int(getattr(sampler, "current_epoch", trainer.current_epoch)),
                 "examples": int(done) * int(batch_size),
+                "epoch_done": int(done >= trainer.num_training_batches),
             }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
@@ -114,20 +112,51 @@ class ExactResumeState(pl.Callback):
         self._position = checkpoint.get("data_position")
         if not state:
             return
-        random.setstate(state["python"])
-        np.random.set_state(_numpy_state_from_tensors(state["numpy"]))
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
+        _set_rng_states(state)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        """After restoring: skip the part of the interrupted epoch that was already trained."""
+        """After restoring: continue the data order where the checkpoint left it."""
         if self._position is None:
             return
         sampler = getattr(trainer.train_dataloader, "sampler", None)
         if hasattr(sampler, "resume_at"):
-            sampler.resume_at(self._position["epoch"], self._position["examples"])
+            sampler.resume_at(
+                self._position["epoch"],
+                self._position["examples"],
+                epoch_done=bool(self._position.get("epoch_done", 0)),
+            )
         self._position = None
+
+    # validation draws (e.g. dequantization noise) must not move the training RNG streams:
+    # a resumed run may validate a different number of times than an unbroken one
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self._rng_before_validation = _get_rng_states()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._rng_before_validation is not None:
+            _set_rng_states(self._rng_before_validation)
+            self._rng_before_validation = None
+
+
+def _get_rng_states() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        # as a tensor: checkpoints stay loadable with torch.load(weights_only=True)
+        "numpy": _numpy_state_to_tensors(np.random.get_state()),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_states(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(_numpy_state_from_tensors(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class LatestCheckpoint(Checkpoint):

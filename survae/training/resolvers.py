@@ -12,7 +12,8 @@ A sweep's folder and group depend only on its stamp (and ``hparams_search``), no
 job's choices, so ``multirun.yaml`` and every job folder land under one folder.
 
 They read Hydra's own record of the composition (``hydra.runtime.choices`` and
-``hydra.overrides.task``) through ``_root_``; nothing here imports Hydra.
+``hydra.overrides.task``) through ``_root_``, or through Hydra's job record where Hydra has
+removed that node from the job's config.
 """
 
 from __future__ import annotations
@@ -31,7 +32,18 @@ _IDENTITY_GROUPS = ("model", "data")
 
 
 def _select(root: Any, key: str, default: Any = None) -> Any:
-    value = OmegaConf.select(root, key, default=default, throw_on_missing=False)
+    """``key`` (``hydra.…``) from the config being resolved, or -- in the job's own config,
+    from which Hydra removes its ``hydra`` node -- from Hydra's record of the job."""
+    value = OmegaConf.select(root, key, default=None, throw_on_missing=False)
+    if value is None and key.startswith("hydra.") and "hydra" not in root:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+        except ImportError:  # plain OmegaConf use: nothing to read
+            return default
+        if HydraConfig.initialized():
+            value = OmegaConf.select(
+                HydraConfig.get(), key[len("hydra.") :], default=None, throw_on_missing=False
+            )
     return default if value is None else value
 
 

@@ -32,6 +32,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=os.path.dirname(path) or ".")
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -41,6 +42,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask (``mkstemp`` gives
+    0600, which hides records and checkpoints from the rest of a cluster group)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_config_record(out_dir: str, cfg: Mapping[str, Any]) -> str:
