@@ -133,7 +133,7 @@ RANGES: dict[str, tuple[str, dict[str, float]]] = {
     **{name: ("int", {"minimum": 0}) for name in _NON_NEGATIVE},
     "num_bins": ("int", {"minimum": 2}),
     "dropout": ("float", {"ge": 0.0, "lt": 1.0}),
-    "logit_eps": ("float", {"gt": 0.0, "lt": 0.5}),
+    "logit_eps": ("float", {"ge": 0.0, "lt": 0.5}),
     "tail_bound": ("float", {"gt": 0.0}),
     "bound": ("float", {"gt": 0.0}),
     "batch_norm_momentum": ("float", {"gt": 0.0, "le": 1.0}),

@@ -11,6 +11,11 @@ class ShapeError(ValueError):
     """An input does not have the shape a layer needs; names the layer and both shapes."""
 
 
+class DataRangeError(ValueError):
+    """An input holds values a layer is not defined for (e.g. non-integers or values outside
+    ``[0, num_bins)`` fed to dequantization); names the layer and the observed range."""
+
+
 def _fmt(shape: Sequence[int | str | None]) -> str:
     return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
 

@@ -56,7 +56,11 @@ class Flow(nn.Module):
         return self.transforms if plan is None else plan
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-likelihood per example, in nats, shape ``[batch]`` (a bound when not ``exact``)."""
+        """Log-likelihood per example, in nats, shape ``[batch]`` (a bound when not ``exact``).
+
+        ``−inf`` (density 0, as in ``torch.distributions``) where ``x`` lies outside the model's
+        support: layers and bases with bounded support report it (e.g. ``Logit`` outside
+        (0, 1), ``StandardUniform``). NaN only comes from a NaN input or a bug."""
         z, total = self.transform_to_latent(x, context)
         return total + self.base_dist.log_prob(z, context)
 

@@ -70,9 +70,10 @@ class StandardUniform(_FixedShape):
 
     def log_prob(self, x, context=None):
         self._check(x)
-        inside = ((x >= 0) & (x < 1)).reshape(x.shape[0], -1).all(-1)
-        zero = x.new_zeros(x.shape[0])
-        return torch.where(inside, zero, torch.full_like(zero, -math.inf))
+        flat = x.reshape(x.shape[0], -1)
+        outside = ((flat < 0) | (flat >= 1)).any(-1)
+        lp = x.new_zeros(x.shape[0]).masked_fill(outside, -math.inf)
+        return lp.masked_fill(torch.isnan(flat).any(-1), math.nan)  # NaN means a bug: keep it
 
     def sample(self, num_samples, context=None, temperature=1.0):
         return torch.rand(num_samples, *self.shape, device=self._anchor.device)
@@ -85,7 +86,7 @@ class StandardHalfNormal(_FixedShape):
     def log_prob(self, x, context=None):
         self._check(x)
         lp = math.log(2.0) - 0.5 * (x**2 + LOG_2PI)
-        lp = torch.where(x >= 0, lp, torch.full_like(lp, -math.inf))
+        lp = torch.where(x < 0, torch.full_like(lp, -math.inf), lp)  # NaN stays NaN
         return sum_except_batch(lp)
 
     def sample(self, num_samples, context=None, temperature=1.0):

@@ -28,6 +28,9 @@ class Logit(Bijection):
 
     Likelihood contribution, summed over elements:
     ``log(1 − 2·eps) − log y − log(1 − y)`` with ``y = eps + (1 − 2·eps)·x``.
+
+    Outside its support (``y ∉ (0, 1)``) the density is 0: the contribution is ``−inf`` and
+    ``z`` is set to 0 there so later layers stay finite; a NaN input stays NaN (a bug).
     """
 
     def __init__(self, eps: float = 1e-6):
@@ -39,9 +42,12 @@ class Logit(Bijection):
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.eps + (1.0 - 2.0 * self.eps) * x
+        outside = (y <= 0) | (y >= 1)  # False for NaN: a NaN input stays NaN
+        y = torch.where(outside, 0.5, y)
         z = torch.log(y) - torch.log1p(-y)
         # -log y - log(1 - y) = softplus(-z) + softplus(z), stable for large |z|
         ldj = sum_except_batch(F.softplus(z) + F.softplus(-z) + self._log_factor)
+        ldj = ldj.masked_fill(outside.reshape(x.shape[0], -1).any(-1), -math.inf)
         return z, ldj
 
     def inverse_with_ldj(

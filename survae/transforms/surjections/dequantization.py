@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from survae.errors import check_shape
+from survae.errors import DataRangeError, check_shape
 from survae.nn.build import NetSpec, build_network
 from survae.registry import register
 from survae.transforms.base import Surjection
@@ -21,16 +21,49 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Dequantization(Surjection):
-    """Shared inverse: rounding ``x = floor(z · num_bins)``."""
+    """Shared inverse: rounding ``x = floor(z · num_bins)``; shared input check.
+
+    ``check_input`` (default on): ``forward`` refuses input that is not integer-valued in
+    ``[0, num_bins)`` with :class:`~survae.errors.DataRangeError` naming the layer and the
+    observed range -- e.g. images already scaled to ``[0, 1]``, whose "likelihood" would be
+    meaningless. It costs one reduction and one host sync per call, and nothing for ``uint8``
+    input with ``num_bins >= 256`` (which cannot be out of range). Turn it off only for speed,
+    explicitly (``check_input=False``).
+    """
 
     stochastic_forward = True
 
-    def __init__(self, num_bins: int, integer_output: bool):
+    def __init__(self, num_bins: int, integer_output: bool, check_input: bool = True):
         super().__init__()
         if num_bins < 2:
             raise ValueError(f"{type(self).__name__}: num_bins must be >= 2, got {num_bins}")
         self.num_bins = int(num_bins)
         self.integer_output = integer_output
+        self.check_input = bool(check_input)
+
+    def check_discrete(self, x: torch.Tensor) -> None:
+        """Raise :class:`DataRangeError` unless ``x`` holds integers in ``[0, num_bins)``."""
+        if not self.check_input or x.numel() == 0:
+            return
+        if x.dtype == torch.uint8 and self.num_bins >= 256:
+            return
+        if x.dtype == torch.bool:
+            x = x.to(torch.uint8)
+        lo, hi = torch.aminmax(x)
+        if x.is_floating_point():
+            fractional = (x != torch.floor(x)).any()
+            lo, hi, frac = torch.stack([lo, hi, fractional.to(x.dtype)]).tolist()
+        else:
+            lo, hi, frac = int(lo), int(hi), 0.0
+        if lo >= 0 and hi <= self.num_bins - 1 and not frac:  # False for NaN
+            return
+        note = "non-integer " if frac else ""
+        raise DataRangeError(
+            f"{type(self).__name__}: input must be integers in [0, {self.num_bins - 1}] "
+            f"(num_bins={self.num_bins}: the raw discrete data, e.g. uint8 pixels); got "
+            f"{note}values in [{lo:g}, {hi:g}]. Data scaled to [0, 1] gives a meaningless "
+            "likelihood; check_input=False skips this check."
+        )
 
     def inverse(self, z, context=None):
         x = torch.floor(z * self.num_bins).clamp(0, self.num_bins - 1)
@@ -50,12 +83,16 @@ class UniformDequantization(_Dequantization):
 
     ``inverse`` rounds: ``floor(z · num_bins)`` clamped to ``[0, num_bins − 1]``, as a float
     tensor of integer values, or ``torch.long`` when ``integer_output=True``.
+
+    ``check_input`` (default True): refuse input that is not integer-valued in
+    ``[0, num_bins)`` (:class:`~survae.errors.DataRangeError`); see ``_Dequantization``.
     """
 
-    def __init__(self, num_bins: int = 256, integer_output: bool = False):
-        super().__init__(num_bins, integer_output)
+    def __init__(self, num_bins: int = 256, integer_output: bool = False, check_input: bool = True):
+        super().__init__(num_bins, integer_output, check_input)
 
     def forward(self, x, context=None):
+        self.check_discrete(x)
         x = _as_float(x)
         u = torch.rand_like(x)
         z = (x + u) / self.num_bins
@@ -83,7 +120,7 @@ class VariationalDequantization(_Dequantization):
       ``u = sigmoid(y)``, with ``log q(u | x) = log q(y | x) − Σ log σ'(y)``; if False the
       encoder must already return ``u ∈ (0, 1)^D`` with its log-density.
 
-    ``inverse`` rounds like :class:`UniformDequantization`.
+    ``inverse`` rounds like :class:`UniformDequantization`; ``check_input`` as there.
     """
 
     def __init__(
@@ -95,8 +132,9 @@ class VariationalDequantization(_Dequantization):
         context_channels: int | None = None,
         squash: bool = True,
         integer_output: bool = False,
+        check_input: bool = True,
     ):
-        super().__init__(num_bins, integer_output)
+        super().__init__(num_bins, integer_output, check_input)
         if not callable(getattr(encoder, "sample_with_log_prob", None)):
             raise TypeError(
                 "VariationalDequantization: encoder must have sample_with_log_prob(num_samples, "
@@ -115,6 +153,7 @@ class VariationalDequantization(_Dequantization):
         self.squash = squash
 
     def forward(self, x, context=None):
+        self.check_discrete(x)
         x = _as_float(x)
         ctx = x * (2.0 / (self.num_bins - 1)) - 1.0
         if self.context_net is not None:
