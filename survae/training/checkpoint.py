@@ -4,6 +4,7 @@ that makes a resumed run continue bit for bit."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -50,9 +51,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device of {folder} while writing {path}; the previous "
+                "version of that file is kept (free space, then resume the run)",
+            ) from None
         raise
 
 
