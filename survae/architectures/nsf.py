@@ -6,12 +6,17 @@ flow is ``num_steps`` steps and a final linear map, on a standard normal base (t
 setup; ``base`` can name a mixture of Gaussians instead).
 
 * linear map (``linear="lu"``): a fixed random permutation, then an LU-factorised matrix
-  initialised to the identity (the paper's choice); ``linear="permutation"`` drops the LU part;
+  initialised to the identity (the paper's choice; the official ``LULinear`` also adds a
+  learned bias, ``D`` parameters per linear map, which survae's LU layer does not have);
+  ``linear="permutation"`` drops the LU part;
 * ``transform="coupling"``, RQ-NSF (C): a spline coupling whose network is a residual MLP
   (``num_blocks`` pre-activation blocks of width ``hidden``, ``dropout`` inside them); the
-  halves alternate between steps;
-* ``transform="autoregressive"``, RQ-NSF (AR): a spline MADE layer; the MADE is residual
-  (NSF's ResMADE) with ``num_blocks`` residual updates of width ``hidden`` (no dropout).
+  halves alternate between steps; ``unconditional_transform=True`` also splines the
+  conditioning half with learned parameters (the official code's
+  ``--apply_unconditional_transform 1``);
+* ``transform="autoregressive"``, RQ-NSF (AR): a spline MADE layer on NSF's residual MADE
+  (:class:`~survae.nn.resmade.ResidualMADE`: ``num_blocks`` two-layer masked residual blocks of
+  width ``hidden``, ``dropout`` inside them).
 
 ``context_features > 0`` makes every transform conditional on a context vector
 ``[B, context_features]`` (concatenated to the coupling networks' input, fed to the MADE's
@@ -92,6 +97,7 @@ def nsf(
     context_features: int = 0,
     base: str | Mapping[str, Any] = "standard_normal",
     seed: int = 0,
+    unconditional_transform: bool = False,
 ) -> Flow:
     """Neural spline flow, RQ-NSF (C) or (AR), on vectors ``(D,)`` (see the module docstring).
 
@@ -107,6 +113,10 @@ def nsf(
         raise ConfigError(f"nsf: unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
     if linear not in LINEARS:
         raise ConfigError(f"nsf: unknown linear {linear!r}; valid: {', '.join(LINEARS)}")
+    if unconditional_transform and transform != "coupling":
+        raise ConfigError(
+            f"nsf: unconditional_transform applies to transform=coupling, got {transform!r}"
+        )
     D = int(data_shape[0])
     if transform == "coupling" and D < 2:
         raise ConfigError(f"nsf: coupling needs at least 2 features, got {D}")
@@ -130,6 +140,7 @@ def nsf(
                     split_sizes=(D // 2, D - D // 2),
                     reverse_mask=i % 2 == 1,
                     context_channels=context_features,
+                    unconditional_identity=bool(unconditional_transform),
                 )
             )
         else:
@@ -137,7 +148,8 @@ def nsf(
                 RQSplineAutoregressive(
                     D,
                     hidden=[int(hidden)] * (int(num_blocks) + 1),
-                    residual=num_blocks > 0,
+                    residual=True,
+                    dropout=float(dropout),
                     num_bins=bins,
                     tail_bound=tail_bound,
                     context_features=context_features,

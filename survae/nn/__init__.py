@@ -8,6 +8,7 @@ from survae.nn.flowpp import FlowPPNet
 from survae.nn.glow import GlowNet, ZeroConv2d
 from survae.nn.made import MADE
 from survae.nn.mlp import MLP
+from survae.nn.resmade import ResidualMADE
 from survae.nn.resmlp import ResidualMLP
 from survae.nn.resnet import ResNet
 from survae.nn.transformer import Transformer
@@ -22,6 +23,7 @@ __all__ = [
     "GatedConv2d",
     "GlowNet",
     "ResNet",
+    "ResidualMADE",
     "ResidualMLP",
     "Transformer",
     "ZeroConv2d",

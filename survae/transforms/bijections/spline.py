@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from survae.errors import check_shape
 from survae.nn.build import NetSpec
 from survae.nn.made import MADE
+from survae.nn.resmade import ResidualMADE
 from survae.registry import register
 from survae.transforms.base import Bijection
 from survae.transforms.bijections.coupling import _Coupling
@@ -199,6 +200,12 @@ class RQSplineCoupling(_SplineSettings, _Coupling):
     The network outputs ``(3·num_bins − 1)`` channels per transformed channel, element-major
     along dimension 1: channel ``j``'s widths, heights and inner derivatives are at
     ``j·(3K − 1) … (j + 1)·(3K − 1) − 1``. A zero network output is the identity.
+
+    ``unconditional_identity=True`` (channel mask only; NSF's ``apply_unconditional_transform``,
+    on in the official tabular experiments) also maps the conditioning half through a spline
+    with learned parameters of its own per channel, ``z_a = RQS(x_a; φ)``, adding
+    ``Σ log RQS'(x_a; φ)``; the network still reads the untransformed ``x_a``. ``φ`` starts at
+    zero (the identity; the official code draws it uniformly in [0, 1)).
     """
 
     def __init__(
@@ -214,10 +221,46 @@ class RQSplineCoupling(_SplineSettings, _Coupling):
         min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
         min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
         min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+        unconditional_identity: bool = False,
     ):
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height, min_derivative)
         self.params_per_element = 3 * self.num_bins - 1
         super().__init__(num_channels, net, mask, context_channels, split_sizes, reverse_mask)
+        self.identity_params: torch.nn.Parameter | None = None
+        if unconditional_identity:
+            if self.mask != "channel":
+                raise ValueError(
+                    "RQSplineCoupling: unconditional_identity needs mask='channel', "
+                    f"got mask={self.mask!r}"
+                )
+            n_cond = self.num_channels - self.num_transformed
+            self.identity_params = torch.nn.Parameter(torch.zeros(n_cond, self.params_per_element))
+
+    def _identity_spline(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` with its conditioning channels mapped by the unconditional spline (or its
+        inverse), and the per-example log-derivative."""
+        first, second = torch.split(x, self.split_sizes, dim=1)
+        cond = second if self.reverse_mask else first
+        shape = (1, cond.shape[1]) + (1,) * (cond.dim() - 2) + (self.params_per_element,)
+        params = self.identity_params.to(cond.dtype).view(shape)
+        params = params.expand(*cond.shape, self.params_per_element)
+        out, log_deriv = self._spline(cond, params, inverse)
+        parts = (first, out) if self.reverse_mask else (out, second)
+        return torch.cat(parts, dim=1), sum_except_batch(log_deriv)
+
+    def _run(
+        self, x: torch.Tensor, context: torch.Tensor | None, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.identity_params is None:
+            return super()._run(x, context, inverse)
+        self._check_input(x, "latent" if inverse else "input")
+        if inverse:  # recover x_a first: the network reads it
+            x, ldj_a = self._identity_spline(x, inverse=True)
+            y, ldj_b = super()._run(x, context, inverse=True)
+        else:
+            y, ldj_b = super()._run(x, context, inverse=False)
+            y, ldj_a = self._identity_spline(y, inverse=False)
+        return y, ldj_a + ldj_b
 
     def _elementwise(self, x, h, inverse, keep):
         P = self.params_per_element
@@ -230,7 +273,8 @@ class RQSplineCoupling(_SplineSettings, _Coupling):
         return y, sum_except_batch(log_deriv)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + ", " + self._spline_repr()
+        s = super().extra_repr() + ", " + self._spline_repr()
+        return s + (", unconditional_identity=True" if self.identity_params is not None else "")
 
 
 @register("layer", "rq_spline_autoregressive")
@@ -241,8 +285,11 @@ class RQSplineAutoregressive(_SplineSettings, Bijection):
     Likelihood contribution ``log|det dz/dx| = Σ_i log RQS'(x_i)`` (triangular Jacobian). The
     density direction is one MADE pass; sampling takes ``features`` sequential passes.
     ``context_features > 0`` makes it conditional on ``context`` ``[B, context_features]``
-    (the MADE's context inputs). ``residual=True`` gives a residual MADE (NSF's ResMADE).
-    The MADE's output starts at zero, so the layer starts as the identity.
+    (the MADE's context inputs). ``residual=True`` gives NSF's residual MADE
+    (:class:`~survae.nn.resmade.ResidualMADE`: a masked input layer of width ``hidden[0]``, then
+    ``len(hidden) − 1`` residual blocks of two masked layers with ``dropout`` inside each; the
+    sizes must be equal); otherwise a plain :class:`~survae.nn.made.MADE` (no dropout). The
+    MADE's output starts at zero, so the layer starts as the identity.
     """
 
     def __init__(
@@ -260,6 +307,7 @@ class RQSplineAutoregressive(_SplineSettings, Bijection):
         min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
         min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
         min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height, min_derivative)
@@ -268,13 +316,37 @@ class RQSplineAutoregressive(_SplineSettings, Bijection):
         self.features = int(features)
         self.context_features = int(context_features)
         self.params_per_element = 3 * self.num_bins - 1
-        self.made = MADE(
+        hidden = [int(h) for h in hidden]
+        out_channels = self.features * self.params_per_element
+        if not residual:
+            if dropout:
+                raise ValueError(
+                    f"RQSplineAutoregressive: dropout={dropout} needs residual=True "
+                    "(the plain MADE has no dropout)"
+                )
+            self.made: MADE | ResidualMADE = MADE(
+                self.features,
+                out_channels,
+                hidden=hidden,
+                context_features=self.context_features,
+                activation_name=activation_name,
+                random_order=random_order,
+                reverse_order=reverse_order,
+                seed=seed,
+            )
+            return
+        if not hidden or len(set(hidden)) != 1:
+            raise ValueError(
+                f"RQSplineAutoregressive: residual=True needs equal hidden sizes, got {hidden}"
+            )
+        self.made = ResidualMADE(
             self.features,
-            self.features * self.params_per_element,
-            hidden=hidden,
+            out_channels,
+            hidden=hidden[0],
+            num_blocks=len(hidden) - 1,
             context_features=self.context_features,
             activation_name=activation_name,
-            residual=residual,
+            dropout=dropout,
             random_order=random_order,
             reverse_order=reverse_order,
             seed=seed,

@@ -239,3 +239,109 @@ def test_two_d_flow_density_integrates_to_one(kind):
     flow = flow.float()
     x, log_p = flow.sample_with_log_prob(64)
     torch.testing.assert_close(log_p, flow.log_prob(x), atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ NSF's residual MADE
+def test_residual_made_is_registered_and_autoregressive():
+    from survae.nn.resmade import ResidualMADE
+
+    assert registry.get("network", "residual_made") is ResidualMADE
+    D, P = 5, 3
+    net = _randomize(ResidualMADE(D, D * P, hidden=12, num_blocks=2, reverse_order=True)).double()
+    x = torch.randn(1, D, dtype=torch.float64)
+    J = torch.autograd.functional.jacobian(lambda v: net(v), x).view(D, P, D)
+    order = net.order
+    for i in range(D):
+        allowed = order < order[i]  # output of dimension i sees only earlier dimensions
+        assert torch.all(J[i][:, ~allowed] == 0)
+        if allowed.any():
+            assert J[i][:, allowed].abs().sum() > 0
+
+
+def test_residual_made_layout_as_nsf():
+    """Input layer, num_blocks blocks of two masked layers, output layer (NSF's ResMADE)."""
+    from survae.nn.resmade import ResidualMADE
+
+    D, out, h = 6, 6 * 4, 10
+    for blocks in (0, 1, 3):
+        net = ResidualMADE(D, out, hidden=h, num_blocks=blocks)
+        n_params = sum(p.numel() for p in net.parameters())
+        assert n_params == (D * h + h) + blocks * 2 * (h * h + h) + (h * out + out)
+        torch.testing.assert_close(net(torch.randn(3, D)), torch.zeros(3, out))  # zero output
+
+
+def test_residual_made_dropout_only_in_training():
+    from survae.nn.resmade import ResidualMADE
+
+    net = _randomize(ResidualMADE(4, 8, hidden=32, num_blocks=2, dropout=0.5))
+    x = torch.randn(16, 4)
+    net.train()
+    torch.manual_seed(0)
+    a = net(x)
+    b = net(x)
+    assert not torch.allclose(a, b)
+    net.eval()
+    torch.testing.assert_close(net(x), net(x))
+    no_drop = _randomize(ResidualMADE(4, 8, hidden=32, num_blocks=2, dropout=0.0)).train()
+    torch.testing.assert_close(no_drop(x), no_drop.eval()(x))
+    with pytest.raises(ValueError, match="dropout"):
+        ResidualMADE(4, 8, dropout=1.0)
+
+
+def test_residual_made_context_gates_the_blocks():
+    from survae.nn.resmade import ResidualMADE
+
+    net = _randomize(ResidualMADE(3, 6, hidden=8, num_blocks=1, context_features=2)).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    c = torch.randn(4, 2, dtype=torch.float64)
+    assert not torch.allclose(net(x, c), net(x, c + 1))
+    with pytest.raises(ValueError, match="context"):
+        net(x)
+
+
+def test_autoregressive_spline_with_dropout_is_exact_in_eval():
+    layer = RQSplineAutoregressive(4, hidden=(12, 12, 12), num_bins=K, residual=True, dropout=0.2)
+    layer = _randomize(layer).double().eval()
+    assert len(layer.made.blocks) == 2
+    x = torch.randn(5, 4, dtype=torch.float64)
+    assert_invertible(layer, x, atol=1e-8, rtol=1e-8)
+    assert_logdet_matches_autograd(layer, x)
+    with pytest.raises(ValueError, match="residual=True"):
+        RQSplineAutoregressive(4, hidden=(12,), dropout=0.2)
+    with pytest.raises(ValueError, match="equal hidden"):
+        RQSplineAutoregressive(4, hidden=(12, 8), residual=True)
+
+
+# ------------------------------------------------- unconditional spline on the identity half
+@pytest.mark.parametrize("reverse_mask", [False, True])
+def test_coupling_unconditional_identity_round_trip_and_logdet(reverse_mask):
+    layer = RQSplineCoupling(
+        5, MLP_RANDOM, num_bins=K, tail_bound=2.0, split_sizes=(2, 3),
+        reverse_mask=reverse_mask, unconditional_identity=True,
+    ).double()  # fmt: skip
+    _randomize(layer)
+    n_cond = 3 if reverse_mask else 2
+    assert layer.identity_params.shape == (n_cond, 3 * K - 1)
+    x = torch.randn(4, 5, dtype=torch.float64) * 1.5
+    z, _ = assert_invertible(layer, x, atol=1e-9, rtol=1e-9)
+    cond = slice(2, 5) if reverse_mask else slice(0, 2)
+    assert not torch.allclose(z[:, cond], x[:, cond])  # the identity half is splined too
+    assert_logdet_matches_autograd(layer, x)
+    # the coupling network reads the untransformed half: same map as without the option
+    plain = RQSplineCoupling(
+        5, MLP_RANDOM, num_bins=K, tail_bound=2.0, split_sizes=(2, 3), reverse_mask=reverse_mask
+    ).double()
+    plain.net.load_state_dict(layer.net.state_dict())
+    z_plain, _ = plain(x)
+    trans = slice(0, 2) if reverse_mask else slice(2, 5)
+    torch.testing.assert_close(z[:, trans], z_plain[:, trans])
+
+
+def test_coupling_unconditional_identity_starts_as_identity_and_needs_channel_mask():
+    layer = RQSplineCoupling(4, {"name": "residual_mlp", "hidden": 8}, unconditional_identity=True)
+    x = torch.randn(3, 4)
+    z, ldj = layer(x)
+    torch.testing.assert_close(z, x)
+    torch.testing.assert_close(ldj, torch.zeros(3))
+    with pytest.raises(ValueError, match="mask='channel'"):
+        RQSplineCoupling(4, MLP_RANDOM, mask="checkerboard", unconditional_identity=True)
