@@ -255,10 +255,20 @@ def _per_layer(model, x: torch.Tensor, call: Callable) -> dict[str, torch.Tensor
     return {"log_prob": log_p, "cumulative": torch.stack(cum, 1)}
 
 
+class _Rescale8bit(torch.nn.Module):
+    """``2x / 255 − 1`` in float64 (the official dequantizer's input scaling)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x.double() / 255 - 1
+
+
 def official_side(name: str, official: Path, out: Path) -> None:
     _official_imports(official)
     torch.manual_seed(0)
     model = _official_model(name, official).eval().to(DTYPE["value"])
+    if "cifar" in name and DTYPE["value"] == torch.float64:
+        # the official context net casts the 8-bit input with .float(): cast to float64 instead
+        model.transforms[0].encoder.context_init[0] = _Rescale8bit()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -417,6 +427,8 @@ def our_side(name: str, src: Path, out: Path) -> None:
     from survae.transforms.bijections.actnorm import ActNorm
 
     data = torch.load(src, weights_only=True)
+    if "cifar" in name:  # survae reads 8-bit input in the default dtype
+        torch.set_default_dtype(DTYPE["value"])
     torch.manual_seed(0)
     model = _our_model(name).eval().to(DTYPE["value"])
     model.load_state_dict(
