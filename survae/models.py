@@ -32,26 +32,37 @@ def _build_registered(kind: str, spec: Mapping[str, Any], where: str, **given: A
     return cls(**kwargs)
 
 
-def _infer_latent_shape(layers: Sequence[torch.nn.Module], data_shape: Sequence[int]) -> list[int]:
+def _infer_latent_shape(
+    layers: Sequence[torch.nn.Module],
+    data_shape: Sequence[int],
+    context_features: int | None = None,
+) -> list[int]:
+    """The latent shape of one example after ``layers``, from a zero batch (with a zero context
+    ``[2, context_features]`` for conditional data, so conditional layers can run)."""
     x = torch.zeros(2, *data_shape)
+    context = torch.zeros(2, int(context_features)) if context_features else None
     with torch.no_grad():
         for layer in layers:
             was_training = layer.training
             layer.eval()
             try:
-                x, _ = layer(x)
+                x, _ = layer(x, context)
             finally:
                 layer.train(was_training)
     return list(x.shape[1:])
 
 
 def build_model(
-    spec: Mapping[str, Any], data_shape: Sequence[int], num_bins: int | None = None
+    spec: Mapping[str, Any],
+    data_shape: Sequence[int],
+    num_bins: int | None = None,
+    context_features: int | None = None,
 ) -> Flow:
     """A :class:`~survae.flows.Flow` from a model spec (see module docstring).
 
     ``data_shape`` (one example) and ``num_bins`` (discrete data) are passed to architecture
-    builders; a generic stack infers its base distribution's shape when ``base`` has none.
+    builders; a generic stack infers its base distribution's shape when ``base`` has none
+    (for conditional data, ``context_features``, with a zero context of that size).
     """
     spec = dict(spec)
     if "architecture" in spec:
@@ -74,7 +85,7 @@ def build_model(
         ]
         base_spec = dict(spec.get("base") or {"name": "standard_normal"})
         if "shape" not in base_spec:
-            base_spec["shape"] = _infer_latent_shape(layers, data_shape)
+            base_spec["shape"] = _infer_latent_shape(layers, data_shape, context_features)
         base = _build_registered("distribution", base_spec, "model.base")
         model = Flow(base, layers)
     else:
@@ -105,7 +116,12 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], ema: bool = True) -> Flow:
     """The :class:`Flow` of an already-read training checkpoint (EMA weights when present)."""
     hp = ckpt["hyper_parameters"]
     info = hp["data_info"]
-    model = build_model(copy.deepcopy(hp["model_spec"]), info["shape"], info.get("num_bins"))
+    model = build_model(
+        copy.deepcopy(hp["model_spec"]),
+        info["shape"],
+        info.get("num_bins"),
+        info.get("context_features"),
+    )
     state = ckpt["state_dict"]
     prefix = "ema.module." if ema and any(k.startswith("ema.module.") for k in state) else "model."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -7,6 +7,11 @@ zero-initialised linear function of the one-hot class (a learned mean and scale 
 The model therefore starts exactly as the unconditional Glow with the same settings and
 ``log p(x | y)`` is a bound on the discrete class-conditional likelihood, as Glow's.
 (The official code also adds a classifier loss on the top latent, ``weight_y``; not here.)
+
+``class_embedding = E > 0`` (beyond the official code) also gives every coupling network the
+class: a learned ``E``-dimensional embedding of the one-hot class (zero-initialised, one per
+coupling), broadcast over the coupling's spatial positions as ``E`` extra input channels
+(:class:`ClassEmbeddingContext`). It too starts as the unconditional model.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from survae.distributions.base import ConditionalDistribution
 from survae.errors import check_shape
 from survae.nn.build import zero_init_
 from survae.registry import register
+from survae.transforms.base import Bijection, Sequential
+from survae.transforms.bijections.coupling import _Coupling
 from survae.utils import sum_except_batch
 
 LOG_2PI = 1.8378770664093453  # log(2π)
@@ -68,6 +75,74 @@ class ConditionalGlowTopPrior(ConditionalDistribution):
         return mean + torch.exp(log_std) * torch.randn_like(mean) * temperature
 
 
+@register("layer", "class_embedding_context")
+class ClassEmbeddingContext(Bijection):
+    """Runs a conditional image layer (a coupling built with ``context_channels=E``) on a
+    class: the context ``[B, context_features]`` (one-hot) is embedded by a learned linear map
+    into ``E`` features and broadcast to ``[B, E, H, W]`` at the input's spatial size.
+
+    Likelihood contribution: that of the wrapped ``layer`` (``log|det|`` of its map given the
+    embedded class). The embedding starts at zero (``zero_init=True``), so the wrapped layer
+    starts by seeing an all-zero context.
+    """
+
+    def __init__(
+        self,
+        layer: Bijection,
+        context_features: int,
+        embedding_channels: int,
+        zero_init: bool = True,
+    ):
+        super().__init__()
+        if context_features < 1 or embedding_channels < 1:
+            raise ValueError(
+                "ClassEmbeddingContext: context_features and embedding_channels must be >= 1, "
+                f"got {context_features}, {embedding_channels}"
+            )
+        if not isinstance(layer, Bijection):
+            raise ValueError(f"ClassEmbeddingContext wraps a bijection, got {type(layer).__name__}")
+        self.layer = layer
+        self.context_features = int(context_features)
+        self.embedding_channels = int(embedding_channels)
+        self.embedding = nn.Linear(context_features, embedding_channels, bias=False)
+        if zero_init:
+            zero_init_(self.embedding)
+
+    def _context(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        if context is None:
+            raise ValueError(
+                "ClassEmbeddingContext is class-conditional: pass context=... (one-hot classes)"
+            )
+        check_shape(self, context, (x.shape[0], self.context_features), "context")
+        e = self.embedding(context.to(x.dtype))
+        return e.view(*e.shape, *([1] * (x.dim() - 2))).expand(*e.shape, *x.shape[2:])
+
+    def forward(self, x, context=None):
+        return self.layer(x, self._context(x, context))
+
+    def inverse_with_ldj(self, z, context=None):
+        return self.layer.inverse_with_ldj(z, self._context(z, context))
+
+    def extra_repr(self) -> str:
+        return (
+            f"context_features={self.context_features}, "
+            f"embedding_channels={self.embedding_channels}"
+        )
+
+
+def _embed_class_in_couplings(module: nn.Module, context_features: int, channels: int) -> int:
+    """Wraps every coupling inside ``module``'s glow steps in :class:`ClassEmbeddingContext`;
+    returns how many were wrapped."""
+    count = 0
+    for child in module.modules():
+        if isinstance(child, Sequential):
+            for i, t in enumerate(child.transforms):
+                if isinstance(t, _Coupling):
+                    child.transforms[i] = ClassEmbeddingContext(t, context_features, channels)
+                    count += 1
+    return count
+
+
 @register("architecture", "conditional_glow")
 def conditional_glow(
     data_shape: Sequence[int] = (3, 32, 32),
@@ -81,10 +156,14 @@ def conditional_glow(
     scale_fn: str = "sigmoid",
     learn_split_prior: bool = True,
     edge_bias: bool = True,
+    class_embedding: int = 0,
 ) -> MultiScaleFlow:
     """Class-conditional Glow: :func:`~survae.architectures.glow.glow` (``top_prior="learntop"``)
-    with :class:`ConditionalGlowTopPrior` over ``context_features`` classes (one-hot context).
-    The other arguments are Glow's."""
+    with :class:`ConditionalGlowTopPrior` over ``context_features`` classes (one-hot context);
+    ``class_embedding > 0``: the couplings also read a learned class embedding of that many
+    channels (module docstring). The other arguments are Glow's."""
+    if class_embedding < 0:
+        raise ValueError(f"conditional_glow: class_embedding must be >= 0, got {class_embedding}")
     flow = glow(
         data_shape,
         num_bins,
@@ -97,11 +176,14 @@ def conditional_glow(
         learn_split_prior=learn_split_prior,
         top_prior="learntop",
         edge_bias=edge_bias,
+        coupling_context_channels=class_embedding,
     )
+    if class_embedding:
+        _embed_class_in_couplings(flow, context_features, class_embedding)
     flow.base_dist = ConditionalGlowTopPrior(
         flow.base_dist.shape, context_features, edge_bias=edge_bias
     )
     return flow
 
 
-__all__ = ["ConditionalGlowTopPrior", "conditional_glow"]
+__all__ = ["ClassEmbeddingContext", "ConditionalGlowTopPrior", "conditional_glow"]

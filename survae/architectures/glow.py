@@ -260,17 +260,22 @@ def glow_step(
     scale_fn: str = "sigmoid",
     seed: int = 0,
     edge_bias: bool = False,
+    context_channels: int = 0,
 ) -> Sequential:
     """One step of flow: actnorm → permutation → channel coupling with a ``glow_net``.
 
     ``seed`` fixes the random shuffle when ``permutation="shuffle"``; ``edge_bias`` gives the
-    network's 3×3 convolutions the official border channel.
+    network's 3×3 convolutions the official border channel; ``context_channels > 0`` gives the
+    coupling network that many extra input channels from a context ``[B, n, H, W]``.
     """
     net = {"name": "glow_net", "hidden_channels": hidden_channels, "edge_bias": edge_bias}
+    ctx = {"context_channels": context_channels} if context_channels else {}
     if coupling == "affine":
-        layer: Transform = AffineCoupling(channels, net=net, mask="channel", scale_fn=scale_fn)
+        layer: Transform = AffineCoupling(
+            channels, net=net, mask="channel", scale_fn=scale_fn, **ctx
+        )
     else:
-        layer = AdditiveCoupling(channels, net=net, mask="channel")
+        layer = AdditiveCoupling(channels, net=net, mask="channel", **ctx)
     return Sequential([ActNorm(channels), _permutation(permutation, channels, seed), layer])
 
 
@@ -298,6 +303,7 @@ def glow(
     learn_split_prior: bool = True,
     top_prior: str = "learntop",
     edge_bias: bool = True,
+    coupling_context_channels: int = 0,
 ) -> MultiScaleFlow:
     """Glow for images ``[C, H, W]`` of ``num_bins`` levels (see the module docstring).
 
@@ -315,6 +321,10 @@ def glow(
             or ``"standard_normal"``.
         edge_bias: the official border input channel of every 3×3 convolution (coupling
             networks, split priors, top prior); ``False`` gives plain zero-padded convolutions.
+        coupling_context_channels: extra input channels of every coupling network, read from
+            a context ``[B, n, H, W]`` at the coupling's scale (0: none, the unconditional
+            Glow; :func:`~survae.architectures.conditional.conditional_glow` feeds a class
+            embedding).
 
     ``log_prob`` is a lower bound on ``log P(x)`` of the discrete data (``exact`` is False
     because of the dequantization) and the exact density of the dequantized data.
@@ -341,9 +351,9 @@ def glow(
         C, H, W = 4 * C, H // 2, W // 2
         for k in range(num_steps):
             seed = level * num_steps + k
-            layers.append(
-                glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed, edge_bias)
-            )
+            step = glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed, edge_bias,
+                             context_channels=coupling_context_channels)  # fmt: skip
+            layers.append(step)
         if level < num_levels - 1:
             layers.append(glow_split(C, learn_split_prior, edge_bias))
             C = C // 2

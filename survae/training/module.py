@@ -53,7 +53,12 @@ class FlowModule(pl.LightningModule):
         super().__init__()
         # data_config is stored (not used) so evaluation scripts can rebuild the data
         self.save_hyperparameters(ignore=["nonfinite_checkpoint_dir"])
-        self.model = build_model(model_spec, data_info["shape"], data_info.get("num_bins"))
+        self.model = build_model(
+            model_spec,
+            data_info["shape"],
+            data_info.get("num_bins"),
+            data_info.get("context_features"),
+        )
         # compile / bf16 couplings / channels-last / memory-saving backprop (before the EMA copy)
         self.model = apply_speed_options(self.model, speed or {})
         self.kind = data_info["kind"]

@@ -3,6 +3,7 @@ training, per-class sampling and figures, and unconditional configs left unchang
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -132,6 +133,67 @@ def test_conditional_glow_starts_as_glow_and_adds_only_the_class_map():
     assert samples.shape == (4, 1, 8, 8)
 
 
+def test_conditional_glow_class_embedding_in_the_couplings():
+    from survae.architectures.conditional import ClassEmbeddingContext
+    from survae.testing import assert_invertible, assert_logdet_matches_autograd
+    from survae.transforms.bijections.coupling import AffineCoupling
+
+    kw = {"num_levels": 2, "num_steps": 2, "hidden_channels": 8}
+    E = 3
+    torch.manual_seed(0)
+    base = conditional_glow((1, 8, 8), 17, context_features=10, **kw)
+    torch.manual_seed(0)
+    cond = conditional_glow((1, 8, 8), 17, context_features=10, class_embedding=E, **kw)
+    wrapped = [m for m in cond.modules() if isinstance(m, ClassEmbeddingContext)]
+    assert len(wrapped) == 2 * 2 and all(isinstance(w.layer, AffineCoupling) for w in wrapped)
+    assert all(w.layer.context_channels == E for w in wrapped)
+    # extra parameters: per coupling the embedding (10 x E) and E input channels of the
+    # network's first 3x3 convolution (8 filters)
+    n_base = sum(p.numel() for p in base.parameters())
+    n_cond = sum(p.numel() for p in cond.parameters())
+    assert n_cond - n_base == len(wrapped) * (10 * E + E * 8 * 3 * 3)
+    x = torch.randint(0, 17, (4, 1, 8, 8))
+    c1, c2 = torch.eye(10)[[0, 3, 7, 9]], torch.eye(10)[[1, 1, 2, 5]]
+    torch.manual_seed(1)
+    lp1 = cond.log_prob(x, c1)
+    torch.manual_seed(1)
+    torch.testing.assert_close(cond.log_prob(x, c2), lp1)  # zero embedding: class-blind start
+    with torch.no_grad():
+        for w in wrapped:
+            w.embedding.weight.normal_()
+        for w in wrapped:  # the coupling networks' output layers start at zero
+            for p in w.layer.net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    torch.manual_seed(1)
+    lp1 = cond.log_prob(x, c1)
+    torch.manual_seed(1)
+    assert (cond.log_prob(x, c2) - lp1).abs().max() > 1e-4  # now the couplings see the class
+    layer = copy.deepcopy(wrapped[0]).double()
+    z = torch.randn(3, 4, 4, 4, dtype=torch.float64)
+    c = torch.eye(10, dtype=torch.float64)[[2, 4, 6]]
+    assert_invertible(layer, z, c, atol=1e-8, rtol=1e-8)
+    assert_logdet_matches_autograd(layer, z, c)
+    with pytest.raises(ValueError, match="context"):
+        layer(z)
+    samples = cond.sample(4, context=c1, temperature=0.7)
+    assert samples.shape == (4, 1, 8, 8)
+
+
+def test_unconditional_glow_unchanged_by_the_coupling_context_option():
+    kw = {"num_levels": 2, "num_steps": 2, "hidden_channels": 8}
+    torch.manual_seed(0)
+    plain = glow((1, 8, 8), 17, **kw)
+    torch.manual_seed(0)
+    same = glow((1, 8, 8), 17, coupling_context_channels=0, **kw)
+    a, b = plain.state_dict(), same.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randint(0, 17, (4, 1, 8, 8))
+    torch.manual_seed(1)
+    lp = plain.log_prob(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(same.log_prob(x), lp)
+
+
 def test_module_steps_and_figures_with_context(tmp_path, monkeypatch):
     data_cfg = {"name": "digits", "conditional": True, "batch_size": 16}
     dm = build_datamodule(data_cfg, seed=0)
@@ -201,3 +263,35 @@ def test_trained_conditional_toy_samples_its_class_modes():
         nearest = torch.cdist(s, centres).argmin(1)
         in_class = (nearest // 2 == cls).float().mean().item()
         assert in_class > 0.9, f"class {cls}: only {in_class:.2f} of its samples in its modes"
+
+
+def test_conditional_layer_list_infers_its_base_shape():
+    """A conditional layer stack needs no base shape: it is inferred with a dummy context of
+    the data's context size (the model then trains and samples per context)."""
+    from survae.models import build_model
+
+    spec = {
+        "layers": [
+            {"name": "maf", "features": 2, "hidden": [8], "context_features": 3},
+            {"name": "reverse"},
+            {"name": "maf", "features": 2, "hidden": [8], "context_features": 3},
+        ],
+        "base": {"name": "standard_normal"},
+    }
+    flow = build_model(spec, (2,), context_features=3)
+    assert tuple(flow.base_dist.shape) == (2,)
+    c = torch.randn(5, 3)
+    assert flow.log_prob(torch.randn(5, 2), c).shape == (5,)
+    assert flow.sample(5, context=c).shape == (5, 2)
+    with pytest.raises(ValueError, match="context"):
+        build_model(spec, (2,))  # without the context size the conditional layers cannot run
+    dm = build_datamodule(
+        {"name": "rotated_moons", "conditional": True, "train_size": 64, "val_size": 8,
+         "test_size": 8, "batch_size": 16}, seed=0,
+    )  # fmt: skip
+    info = data_info(dm)
+    module = FlowModule({**spec, "layers": [
+        {**layer, "context_features": info["context_features"]} if layer["name"] == "maf"
+        else layer for layer in spec["layers"]]}, info)  # fmt: skip
+    batch = next(iter(dm.train_dataloader()))
+    assert math.isfinite(module.training_step(batch, 0).item())
