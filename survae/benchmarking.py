@@ -71,6 +71,18 @@ PAPER_WORKLOADS: tuple[str, ...] = (
     "flowpp_cifar10",
 )
 
+#: spline layers next to their affine counterparts (``--workloads splines``): 2-D couplings
+#: (affine baseline vs RQ-NSF (C) on the checkerboard), tabular couplings (RealNVP vs RQ-NSF (C)
+#: on POWER) and tabular autoregressive layers (MAF vs RQ-NSF (AR) on POWER)
+SPLINE_WORKLOADS: tuple[str, ...] = (
+    "plain_flow_checkerboard",
+    "nsf_checkerboard",
+    "realnvp_power",
+    "nsf_power",
+    "maf_power",
+    "nsf_ar_power",
+)
+
 #: speed features: variant name → the :func:`survae.speed.apply_speed_options` keys it sets
 FEATURES: dict[str, dict[str, bool]] = {
     "compile": {"compile": True},
@@ -877,7 +889,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workloads",
         default="paper",
         help="comma-separated experiment names; 'paper' = the paper workloads "
-        f"({', '.join(PAPER_WORKLOADS)})",
+        f"({', '.join(PAPER_WORKLOADS)}); 'splines' = spline layers next to affine ones "
+        f"({', '.join(SPLINE_WORKLOADS)})",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
@@ -967,6 +980,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         item = item.strip()
         if item == "paper":
             names += list(PAPER_WORKLOADS)
+        elif item == "splines":
+            names += list(SPLINE_WORKLOADS)
         elif item:
             names.append(item)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
