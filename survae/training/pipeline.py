@@ -39,7 +39,7 @@ from survae.training.checkpoint import (
     RunInterruptedError,
     remove_orphan_temporaries,
 )
-from survae.training.loggers import build_logger, finish_wandb_run
+from survae.training.loggers import build_logger, finish_logger, finish_wandb_run
 from survae.training.module import FlowModule
 from survae.training.run_folder import (
     RunFolder,
@@ -282,6 +282,9 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
         write_run_record(
             out_dir, cfg, results, trainer, num_params, fit_seconds, module.model.exact
         )
+    # close the W&B run now (in-process sweep jobs would otherwise share it); an interrupted
+    # run shows as not completed
+    finish_logger(logger, failed=bool(interrupted))
     return results
 
 

@@ -118,7 +118,7 @@ def test_finish_logger_marks_a_failed_wandb_run(monkeypatch, tmp_path):
     assert run_dir is not None and Path(run_dir).parent == tmp_path / "wandb"
     assert Path(run_dir).name.startswith("offline-run-")
     # the status is in the run's transaction log, which `wandb sync` uploads
-    log = next(Path(run_dir).glob("*.wandb")).read_bytes()
+    log = _settled_bytes(next(Path(run_dir).glob("*.wandb")))
     assert b"survae/status" in log and b"failed" in log
 
 
@@ -128,7 +128,7 @@ def test_finish_logger_success_and_file_loggers(monkeypatch, tmp_path):
     logger = loggers.build_logger({"type": "wandb"}, str(tmp_path / "w"))
     log = next((tmp_path / "w" / "wandb").glob("offline-run-*/*.wandb"))
     assert loggers.finish_logger(logger, failed=False) == str(log.parent)
-    assert b"survae/status" not in log.read_bytes()
+    assert b"survae/status" not in _settled_bytes(log)
     statuses = []
     csv_logger = loggers.build_logger({"type": "csv"}, str(tmp_path / "c"))
     monkeypatch.setattr(csv_logger, "finalize", statuses.append)
@@ -136,12 +136,28 @@ def test_finish_logger_success_and_file_loggers(monkeypatch, tmp_path):
     assert statuses == ["failed"]
 
 
+def _settled_bytes(path: Path, timeout: float = 30.0) -> bytes:
+    """The run file once W&B's service process has written it (it does so after ``finish()``
+    returns): its content when its size has stopped changing for a second."""
+    import time
+
+    deadline, last, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        size = path.stat().st_size
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since > 1.0 and size > 64:
+            break
+        time.sleep(0.1)
+    return path.read_bytes()
+
+
 def test_finish_wandb_run_finds_the_active_run(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     loggers.build_logger({"type": "wandb"}, str(tmp_path))
     run_dir = loggers.finish_wandb_run(failed=True)
     assert run_dir is not None and Path(run_dir).name.startswith("offline-run-")
-    assert b"survae/status" in next(Path(run_dir).glob("*.wandb")).read_bytes()
+    assert b"survae/status" in _settled_bytes(next(Path(run_dir).glob("*.wandb")))
     assert loggers.finish_wandb_run(failed=True) is None  # nothing active any more
 
 
@@ -159,7 +175,7 @@ def test_a_failed_training_run_is_failed_in_wandb(make_config, monkeypatch, tmp_
     with pytest.raises(RuntimeError, match="broken on purpose"):
         train(cfg)
     (log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/*.wandb")
-    assert b"survae/status" in log.read_bytes()
+    assert b"survae/status" in _settled_bytes(log)
     import wandb
 
     assert wandb.run is None, "the failed run was left open"
