@@ -18,9 +18,6 @@ from typing import Any
 import survae  # noqa: F401  (first: makes torchvision importable on CPU-only torch builds)
 from survae.config_check import ConfigError
 
-#: what a sweeper (Optuna) optimises: never a test metric
-OBJECTIVES = ("val_best", "val_last")
-
 
 def config_dir() -> str:
     """The folder holding ``train.yaml``: the checkout's ``configs/`` or the installed copy."""
@@ -50,6 +47,8 @@ def list_experiments() -> list[tuple[str, str]]:
 
 def sweep_objective(results: dict[str, Any], objective: str = "val_best") -> float | None:
     """The value returned to sweepers: the validation metric (best or last), never test."""
+    from survae.training.validation import OBJECTIVES
+
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective: {objective!r} is not valid; valid: {', '.join(OBJECTIVES)}")
     value = results.get("val", {}).get("best" if objective == "val_best" else "last")

@@ -167,8 +167,8 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     the config unless ``force_resume``. SIGTERM or Ctrl-C saves ``last.ckpt`` and returns with
     ``results["interrupted"]`` set and no test.
     """
-    import_user_modules(cfg.get("imports"))
     validate_run_config(cfg)
+    import_user_modules(cfg.get("imports"))
     seed = int(cfg.get("seed", 0))
     pl.seed_everything(seed, workers=True, verbose=False)
     out_dir = str(cfg["paths"]["output_dir"])

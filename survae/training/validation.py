@@ -94,6 +94,20 @@ def validate_callbacks_config(callbacks: Mapping[str, Any]) -> None:
     """Checkpoint frequency, early stopping and sample figures."""
     if "checkpoint_every_n_epochs" in callbacks:
         check_int("callbacks.checkpoint_every_n_epochs", callbacks["checkpoint_every_n_epochs"], 1)
+    if "checkpoint_every_n_steps" in callbacks:
+        check_int(
+            "callbacks.checkpoint_every_n_steps",
+            callbacks["checkpoint_every_n_steps"],
+            1,
+            optional=True,
+        )
+    if "checkpoint_every_minutes" in callbacks:
+        check_number(
+            "callbacks.checkpoint_every_minutes",
+            callbacks["checkpoint_every_minutes"],
+            gt=0.0,
+            optional=True,
+        )
     early = callbacks.get("early_stopping") or {}
     if isinstance(early, Mapping):
         check_int("callbacks.early_stopping.patience", early.get("patience"), 1, optional=True)
@@ -108,6 +122,10 @@ def validate_callbacks_config(callbacks: Mapping[str, Any]) -> None:
             check_int("callbacks.samples.num_samples", samples["num_samples"], 1)
         if "temperature" in samples:
             check_number("callbacks.samples.temperature", samples["temperature"], gt=0.0)
+
+
+#: what a sweeper may optimise (``survae.cli.sweep_objective``): never a test metric
+OBJECTIVES = ("val_best", "val_last")
 
 
 def validate_run_config(cfg: Mapping[str, Any]) -> None:
@@ -129,6 +147,18 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
         check_bool("check_finite", cfg["check_finite"])
     if "ema_decay" in cfg:
         check_number("ema_decay", cfg["ema_decay"], gt=0.0, lt=1.0, optional=True)
+    for key in ("force_resume", "trust_checkpoint"):
+        if key in cfg:
+            check_bool(key, cfg[key])
+    objective = cfg.get("objective", "val_best")
+    if objective not in OBJECTIVES:
+        raise ConfigError(
+            f"objective: must be one of {', '.join(OBJECTIVES)} (sweepers tune on validation, "
+            f"never on test), got {objective!r}"
+        )
+    imports = cfg.get("imports") or []
+    if not isinstance(imports, list | tuple) or not all(isinstance(m, str) for m in imports):
+        raise ConfigError(f"imports: must be a list of module names, got {imports!r}")
     validate_trainer_config(_section(cfg, "trainer"))
     validate_data_config(_section(cfg, "data"))
     validate_callbacks_config(_section(cfg, "callbacks"))

@@ -15,9 +15,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from survae.cli import OBJECTIVES, sweep_objective
+from survae.cli import sweep_objective
 from survae.config_check import ConfigError
 from survae.training import resolvers, train
+from survae.training.validation import OBJECTIVES
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
@@ -209,3 +210,18 @@ def test_own_layer_and_config_outside_the_repository_train(tmp_path):
     assert record.parents[1].name == "my_flow_four_circles"
     missing = _run(["imports=[no_such_module]", *TINY, "trainer.max_steps=1"], tmp_path)
     assert missing.returncode != 0 and "imports: cannot import 'no_such_module'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("objective=test", "objective: must be one of val_best, val_last"),
+        ("callbacks.checkpoint_every_n_steps=0", "callbacks.checkpoint_every_n_steps: must be"),
+        ("callbacks.checkpoint_every_minutes=-1", "callbacks.checkpoint_every_minutes: must be"),
+        ("force_resume=maybe", "force_resume: must be true or false"),
+        ("imports=my_module", "imports: must be a list of module names"),
+    ],
+)
+def test_run_management_keys_are_checked_before_training(make_config, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(make_config(override))
