@@ -67,6 +67,12 @@ def run_name(*, _root_: Any) -> str:
     return f"debug/{name}" if choices.get("debug") else name
 
 
+def job_folder(*, _root_: Any) -> str:
+    """A sweep job's folder: ``<job number>_<run name>`` (one level, ``/`` becomes ``-``)."""
+    num = _select(_root_, "hydra.job.num", 0)
+    return f"{num}_{run_name(_root_=_root_).replace('/', '-')}"
+
+
 def new_stamp() -> str:
     """``YYYY-mm-dd_HH-MM-SS_<6 hex>``: sortable by time, unique across simultaneous launches."""
     now = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -121,6 +127,7 @@ def register() -> None:
         "survae.run_name": run_name,
         "survae.stamp": stamp,
         "survae.job_name": job_name,
+        "survae.job_folder": job_folder,
         "survae.sweep_name": sweep_name,
         "survae.sweep_group": sweep_group,
         "survae.overrides": overrides,

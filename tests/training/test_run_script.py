@@ -13,6 +13,7 @@ TINY = ["data.train_size=256", "data.val_size=64", "data.test_size=64"]
 
 def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    env.pop("SURVAE_RUN_STAMP", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=cwd,
@@ -41,7 +42,6 @@ def test_list_experiments_shows_one_line_each(tmp_path):
 
 
 def test_multirun_sweep_through_submitit_local_launcher(tmp_path):
-    sweep_dir = tmp_path / "sweep"
     proc = _run(
         [
             "-m",
@@ -50,12 +50,18 @@ def test_multirun_sweep_through_submitit_local_launcher(tmp_path):
             "seed=0,1",
             "debug=fast_dev_run",
             *TINY,
-            f"hydra.sweep.dir={sweep_dir}",
         ],
         tmp_path,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    logs = sorted(sweep_dir.glob("*/run.log")) + sorted(sweep_dir.rglob("*_log.out"))
+    # one folder per sweep: multirun.yaml and both jobs' folders land together
+    (sweep_dir,) = (tmp_path / "multirun").iterdir()
+    assert sweep_dir.name.startswith("sweep_") and (sweep_dir / "multirun.yaml").is_file()
+    jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert jobs == ["0_debug-abs_flow_four_circles", "1_debug-abs_flow_four_circles"], jobs
+    logs = sorted(sweep_dir.rglob("*_log.out"))
     outs = "\n".join(p.read_text() for p in sweep_dir.rglob("*.out"))
     assert outs.count("[survae] checkpoint:") == 2, outs[-3000:] or str(logs)
+    records = sorted(sweep_dir.rglob("results.json"))
+    assert len(records) == 2, records
