@@ -227,7 +227,8 @@ class FlowDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"data.conditional=true: data set {self.name!r} has no labels or context; "
                 "conditional data sets: the labelled image sets (digits, mnist, fashion_mnist, "
-                "cifar10) and the context toys (gaussian_classes, rotated_moons)"
+                "cifar10), the context toys (gaussian_classes, rotated_moons) and the tabular "
+                "sets with data.context_columns=[...]"
             )
         self.conditional = bool(conditional)
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):

@@ -34,10 +34,12 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from survae.config_check import ConfigError
 from survae.data.base import ArrayDataset, FlowDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.io import PANDAS_FRAME_GLOBALS, restricted_load
@@ -203,6 +205,10 @@ class UCIDataModule(FlowDataModule):
 
     Args:
         cache: cache the processed splits in ``<folder>/maf_splits.npz``.
+        context_columns: indices of columns of the processed data (negative ones count from
+            the end) to split off as the context: batches become ``(x, context)`` with ``x``
+            the remaining columns in their order, for conditional density estimation
+            ``p(x | context)`` (implies ``conditional=True``). ``None``: all columns are ``x``.
         **kwargs: see :class:`~survae.data.base.FlowDataModule`.
     """
 
@@ -211,9 +217,21 @@ class UCIDataModule(FlowDataModule):
     folder: str = ""
     files: tuple[str, ...] = ()
 
-    def __init__(self, cache: bool = True, batch_size: int = 100, **kwargs):
+    def __init__(
+        self,
+        cache: bool = True,
+        batch_size: int = 100,
+        context_columns: Sequence[int] | None = None,
+        **kwargs,
+    ):
+        self.context_columns = _check_context_columns(self.name, context_columns, self.shape[0])
+        if self.context_columns is not None:
+            self.context_features = len(self.context_columns)
+            kwargs["conditional"] = True
         super().__init__(batch_size=batch_size, **kwargs)
         self.cache = bool(cache)
+        if self.context_columns is not None:
+            self.shape = (self.shape[0] - len(self.context_columns),)
 
     @property
     def raw_paths(self) -> list[str]:
@@ -300,14 +318,57 @@ class UCIDataModule(FlowDataModule):
     def _load(self):
         splits = self.load_splits()
         dim = splits[0].shape[1]
-        if (dim,) != self.shape:
+        published = type(self).shape[0]
+        if dim != published:
             warnings.warn(
                 f"{self.name}: the processed data has {dim} dimensions, not the published "
-                f"{self.shape[0]}; using {dim}.",
+                f"{published}; using {dim}.",
                 stacklevel=2,
             )
+        if self.context_columns is None:
             self.shape = (dim,)
-        return tuple(ArrayDataset(torch.from_numpy(np.asarray(s))) for s in splits)
+            return tuple(ArrayDataset(torch.from_numpy(np.asarray(s))) for s in splits)
+        cols = _check_context_columns(self.name, self.context_columns, dim)
+        ctx = [c % dim for c in cols]
+        keep = [c for c in range(dim) if c not in ctx]
+        self.shape = (len(keep),)
+        return tuple(
+            ArrayDataset(
+                torch.from_numpy(np.ascontiguousarray(s[:, keep])),
+                context=torch.from_numpy(np.ascontiguousarray(s[:, ctx])),
+            )
+            for s in splits
+        )
+
+    def sample_contexts(self) -> torch.Tensor | None:
+        """None: tabular data has no sample figure."""
+        return None
+
+
+def _check_context_columns(name: str, columns: Sequence[int] | None, dim: int) -> list[int] | None:
+    """``columns`` as a list of distinct integers in ``[-dim, dim)`` leaving at least one
+    column for ``x``; raises a one-line :class:`ConfigError` naming ``data.context_columns``."""
+    if columns is None:
+        return None
+    where = f"data.context_columns ({name}, {dim} columns)"
+    if isinstance(columns, str | bytes) or not isinstance(columns, Sequence):
+        raise ConfigError(f"{where}: expected a list of column indices, got {columns!r}")
+    cols = list(columns)
+    bad = [c for c in cols if isinstance(c, bool) or not isinstance(c, int | np.integer)]
+    if bad:
+        raise ConfigError(f"{where}: column indices must be integers, got {bad!r}")
+    cols = [int(c) for c in cols]
+    out = [c for c in cols if not -dim <= c < dim]
+    if out:
+        raise ConfigError(f"{where}: indices {out} out of range; valid: {-dim}..{dim - 1}")
+    if len({c % dim for c in cols}) != len(cols):
+        raise ConfigError(f"{where}: repeated columns in {cols}")
+    if not cols or len(cols) >= dim:
+        raise ConfigError(
+            f"{where}: give 1..{dim - 1} columns (at least one column must remain as x), "
+            f"got {len(cols)}"
+        )
+    return cols
 
 
 @register("dataset", "power")
