@@ -345,3 +345,32 @@ def test_coupling_unconditional_identity_starts_as_identity_and_needs_channel_ma
     torch.testing.assert_close(ldj, torch.zeros(3))
     with pytest.raises(ValueError, match="mask='channel'"):
         RQSplineCoupling(4, MLP_RANDOM, mask="checkerboard", unconditional_identity=True)
+
+
+# ------------------------------------------------------------------ speed benchmark workloads
+@pytest.mark.slow
+def test_spline_benchmark_workloads(tmp_path):
+    """``benchmark.py --workloads splines`` names experiment configs with spline and affine
+    layers in pairs; the spline autoregressive one measures on synthetic tabular data."""
+    from pathlib import Path
+
+    from survae import benchmarking
+
+    configs = Path(benchmarking.CONFIG_DIR) / "experiment"
+    assert all((configs / f"{n}.yaml").is_file() for n in benchmarking.SPLINE_WORKLOADS)
+    assert any(n.startswith("nsf_ar_") for n in benchmarking.SPLINE_WORKLOADS)
+    assert any(n.startswith("maf_") for n in benchmarking.SPLINE_WORKLOADS)
+    threads = torch.get_num_threads()
+    try:
+        report = benchmarking.main(
+            ["--workloads", "nsf_ar_power", "--in-process", "--quiet", "--threads", "1",
+             "--steps", "1", "--warmup", "1", "--batch", "8", "--device", "cpu",
+             "--override", "model.num_steps=2", "--override", "model.hidden=16"]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    result = report["nsf_ar_power"]
+    assert "error" not in result, result.get("error")
+    assert result["batch"] == 8 and result["params"] > 0
+    assert result["train_ms_median"] > 0 and result["sample_ms"] > 0
+    assert math.isfinite(result["loss_value"])
