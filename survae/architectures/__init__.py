@@ -14,7 +14,10 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 from survae.architectures.autoregressive import Flatten, ScaleShiftMLP  # noqa: E402
-from survae.architectures.conditional import ConditionalGlowTopPrior  # noqa: E402
+from survae.architectures.conditional import (  # noqa: E402
+    ClassEmbeddingContext,
+    ConditionalGlowTopPrior,
+)
 from survae.architectures.flowpp import (  # noqa: E402
     ElementwiseActNorm,
     FlowPPAffineCoupling,
@@ -30,6 +33,7 @@ from survae.architectures.vae import IAFPosterior  # noqa: E402
 
 __all__ = [
     "ChannelwiseNormal",
+    "ClassEmbeddingContext",
     "ConditionalGlowTopPrior",
     "ElementwiseActNorm",
     "FeatureAffine",
