@@ -268,7 +268,9 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
             f"{results['last_checkpoint']}\n[survae] continue with: survae-run resume={out_dir}"
         )
     elif cfg.get("test", True):
-        ckpt = best if best and not trainer_kwargs.get("fast_dev_run") else None
+        # best: the best-validation weights; last: the final weights, as the SurVAE code tests
+        use_best = cfg.get("test_checkpoint", "best") == "best"
+        ckpt = best if use_best and best and not trainer_kwargs.get("fast_dev_run") else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
         results["test"] = tested[0] if tested else {}
     value = results.get("test", {}).get(f"test/{metric}")

@@ -156,6 +156,10 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
             f"objective: must be one of {', '.join(OBJECTIVES)} (sweepers tune on validation, "
             f"never on test), got {objective!r}"
         )
+    if cfg.get("test_checkpoint", "best") not in ("best", "last"):
+        raise ConfigError(
+            f"test_checkpoint: must be best or last, got {cfg.get('test_checkpoint')!r}"
+        )
     imports = cfg.get("imports") or []
     if not isinstance(imports, list | tuple) or not all(isinstance(m, str) for m in imports):
         raise ConfigError(f"imports: must be a list of module names, got {imports!r}")

@@ -225,3 +225,25 @@ def test_own_layer_and_config_outside_the_repository_train(tmp_path):
 def test_run_management_keys_are_checked_before_training(make_config, override, message):
     with pytest.raises(ConfigError, match=message):
         train(make_config(override))
+
+
+def test_early_stopping_run_shorter_than_one_validation_finishes(make_config):
+    # MAF's configs stop on a stalled validation metric; a run that ends before its first
+    # validation has nothing to monitor yet and must still finish and be tested
+    results = train(make_config("callbacks.early_stopping.patience=2", "trainer.max_steps=2"))
+    assert results["last_checkpoint"] and "test/nll" in results["test"]
+    assert results["val"]["best"] is None
+
+
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_test_checkpoint_chooses_the_weights_that_are_tested(make_config, tmp_path, which):
+    from survae import load_model
+    from survae.evaluation import datamodule_from_checkpoint, evaluate_log_likelihood
+
+    results = train(make_config("trainer.max_epochs=3", f"test_checkpoint={which}"))
+    path = results["checkpoint"] if which == "best" else results["last_checkpoint"]
+    dm = datamodule_from_checkpoint(path)
+    dm.setup()
+    direct = evaluate_log_likelihood(load_model(path), dm.test_dataloader(), "toy", [2])
+    assert results["test"]["test/nll"] == pytest.approx(direct["value"], rel=1e-5)
+    assert Path(results["checkpoint"]).name.startswith("best-")
