@@ -947,7 +947,16 @@ def _parser() -> argparse.ArgumentParser:
         f"workloads that have an official counterpart ({', '.join(OFFICIAL_WORKLOADS)})",
     )
     p.add_argument(
-        "--rounds", type=int, default=3, help="with --official: interleaved rounds per workload"
+        "--rounds",
+        type=int,
+        default=3,
+        help="with --official or --peers: interleaved rounds per workload",
+    )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="survae against nflows / normflows / zuko / FrEIA on matched models "
+        "(survae.benchmark_peers; libraries not installed are skipped)",
     )
     p.add_argument("--child-spec", default=None, help=argparse.SUPPRESS)
     return p
@@ -1003,6 +1012,32 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "config_dir": args.config_dir,
     }
+    if args.peers:
+        from survae.benchmark_peers import PEER_MODELS, peers_markdown, run_peers
+
+        models = list(PEER_MODELS) if args.workloads == "paper" else names
+        unknown = sorted(set(models) - set(PEER_MODELS))
+        if unknown:
+            raise SystemExit(f"--peers: unknown model(s) {unknown}; valid: {list(PEER_MODELS)}")
+        peers = run_peers(
+            models,
+            rounds=args.rounds,
+            steps=args.steps,
+            warmup=args.warmup,
+            threads=args.threads or 1,
+            seed=args.seed,
+            log=log,
+        )
+        for lib, why in peers["skipped"].items():
+            log(f"[peers] {lib}: skipped ({why}; pip install '.[peers]')")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"peers": peers}, indent=2))
+        table = peers_markdown(peers)
+        if args.markdown:
+            Path(args.markdown).write_text(table)
+        if not args.quiet:
+            print(table)
+        return {"peers": peers}
     if args.official:
         if args.rounds < 1:
             raise SystemExit("--rounds must be at least 1")
@@ -1045,6 +1080,8 @@ def failed(report: Mapping[str, Any]) -> list[str]:
     """Names of the workloads of ``report`` with a failed measurement (in any variant)."""
     if set(report) == {"official"}:  # a back-to-back comparison with the official code
         report = report["official"]
+    if set(report) == {"peers"}:  # peer libraries: failures raise
+        return []
     return [
         name
         for name, entry in report.items()

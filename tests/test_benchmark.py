@@ -316,3 +316,46 @@ def test_official_toy_model_timed_in_its_own_process():
     assert "error" not in entry, entry.get("error")
     assert entry["params"]["official"] == entry["params"]["survae"] == 82_808
     assert entry["ratio"]["median"] > 0
+
+
+# --------------------------------------------------------------------------- peer libraries
+def test_peer_comparison_matches_parameter_counts_and_skips_missing_libraries(monkeypatch):
+    from survae import benchmark_peers as bp
+
+    real = bp.installed
+    monkeypatch.setattr(bp, "installed", lambda peer: peer != "zuko" and real(peer))
+    threads = torch.get_num_threads()
+    try:
+        report = bp.run_peers(["toy", "maf_nobn"], rounds=2, steps=1, warmup=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert report["skipped"]["zuko"] == "not installed"
+    for name, count in (("toy", 82_808), ("maf_nobn", 60_060)):
+        entry = report[name]
+        assert entry["params"]["survae"] == count
+        assert all(n == count for n in entry["params"].values()), entry["params"]
+        assert "zuko" not in entry["ms"]
+        for lib, q in entry["ratio"].items():
+            assert q["min"] <= q["median"] <= q["max"]
+            assert len(entry["ms"][lib]) == 2
+    md = bp.peers_markdown(report)
+    assert "| `toy` | survae | 82,808 |" in md and "skipped: not installed" in md
+
+
+def test_peer_models_compute_a_density():
+    """Each installed library's model is a normalised density: a standard normal base and a
+    near-identity initial flow give a log-density near that of N(0, I)."""
+    from survae import benchmark_peers as bp
+
+    x = torch.randn(64, 2)
+    for lib, build in bp.BUILDERS.items():
+        if lib != "survae" and not bp.installed(lib):
+            continue
+        built = build("toy")
+        if built is None:
+            continue
+        module, log_prob = built
+        with torch.no_grad():
+            lp = log_prob(x)
+        assert lp.shape == (64,) and torch.isfinite(lp).all(), lib
+        assert abs(lp.mean().item() + 2.84) < 2.0, (lib, lp.mean().item())

@@ -1,0 +1,275 @@
+"""survae against other flow libraries (nflows, normflows, zuko, FrEIA) on matched models.
+
+``scripts/benchmark.py --peers`` builds each model in every installed library with the same
+architecture and parameter count, and times one training step (``zero_grad`` →
+``-log_prob(x).mean()`` → ``backward`` → Adam step) on one fixed batch, all in this process,
+with the libraries in a different order in each round (rotated), so that every ratio compares
+steps measured back to back. A library that is not installed is skipped with a message.
+
+Models (the speed issue's three):
+
+* ``toy``: 2-D, 4 affine couplings (one coordinate conditions the other, swapped between
+  couplings), MLP 1 → 200 → 100 → 2 with ReLU, batch 128 (82,808 parameters);
+* ``maf``: MAF (5) on 6-D data (POWER's shape), MADE with hidden layers [100, 100], batch norm
+  after each MADE, order reversed between them, batch 100 (nflows); zuko has no batch norm and
+  normflows' cannot be inverted inside its ``log_prob``, so they are compared with survae's MAF
+  without batch norm (``maf_nobn``).
+
+Each library's own affine parameterisation is kept (nflows: ``sigmoid(s + 2) + 1e-3``,
+normflows: ``exp``, FrEIA: soft-clamped ``exp``); the step's cost is dominated by the networks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+#: the peers and the module that must be importable for each
+PEERS: dict[str, str] = {"nflows": "nflows", "normflows": "normflows", "zuko": "zuko",
+                         "FrEIA": "FrEIA"}  # fmt: skip
+#: model → (batch, data dimension)
+PEER_MODELS: dict[str, tuple[int, int]] = {"toy": (128, 2), "maf": (100, 6), "maf_nobn": (100, 6)}
+
+LogProb = Callable[[torch.Tensor], torch.Tensor]
+
+
+def installed(peer: str) -> bool:
+    """Whether the peer library can be imported."""
+    return importlib.util.find_spec(PEERS[peer]) is not None
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+class _ContextMLP(nn.Module):
+    """An MLP called as ``net(x, context)`` (nflows' coupling networks take a context)."""
+
+    def __init__(self, sizes: Sequence[int]):
+        super().__init__()
+        self.net = _mlp(sizes)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
+# --------------------------------------------------------------------------- builders
+def _survae(model: str) -> tuple[nn.Module, LogProb]:
+    from survae.models import build_model
+
+    if model == "toy":
+        spec = {
+            "layers": [
+                {
+                    "name": "affine_coupling",
+                    "num_channels": 2,
+                    "net": {"name": "mlp", "hidden": [200, 100]},
+                    "scale_fn": "softplus",
+                },
+                {"name": "reverse"},
+            ]
+            * 4
+        }
+        spec["layers"] = spec["layers"][:-1]
+        flow = build_model(spec, (2,))
+    else:
+        spec = {"architecture": "maf", "num_layers": 5, "hidden": [100, 100]}
+        spec["batch_norm"] = model == "maf"
+        flow = build_model(spec, (6,))
+    return flow, flow.log_prob
+
+
+def _nflows(model: str) -> tuple[nn.Module, LogProb] | None:
+    from nflows import distributions, flows, transforms
+
+    layers: list[Any] = []
+    if model == "toy":
+        for i in range(4):
+            mask = torch.tensor([1, -1] if i % 2 == 0 else [-1, 1])
+            layers.append(
+                transforms.AffineCouplingTransform(mask, lambda a, b: _ContextMLP([a, 200, 100, b]))
+            )
+        base = distributions.StandardNormal([2])
+    else:
+        for i in range(5):
+            layers.append(
+                transforms.MaskedAffineAutoregressiveTransform(
+                    features=6, hidden_features=100, num_blocks=1, use_residual_blocks=False
+                )
+            )
+            if model == "maf":
+                layers.append(transforms.BatchNorm(6))
+            if i < 4:
+                layers.append(transforms.ReversePermutation(6))
+        base = distributions.StandardNormal([6])
+    flow = flows.Flow(transforms.CompositeTransform(layers), base)
+    return flow, flow.log_prob
+
+
+def _normflows(model: str) -> tuple[nn.Module, LogProb] | None:
+    import normflows as nf
+
+    layers: list[nn.Module] = []
+    if model == "toy":
+        for i in range(4):
+            layers.append(nf.flows.AffineCouplingBlock(nf.nets.MLP([1, 200, 100, 2])))
+            if i < 3:
+                layers.append(nf.flows.Permute(2, mode="swap"))
+        base = nf.distributions.DiagGaussian(2, trainable=False)
+    elif model == "maf":
+        return None  # normflows' BatchNorm has no inverse, which its log_prob runs
+    else:
+        for i in range(5):
+            layers.append(
+                nf.flows.MaskedAffineAutoregressive(6, 100, num_blocks=1, use_residual_blocks=False)
+            )
+            if i < 4:
+                layers.append(nf.flows.Permute(6, mode="swap"))
+        base = nf.distributions.DiagGaussian(6, trainable=False)
+    flow = nf.NormalizingFlow(base, layers)
+    return flow, flow.log_prob
+
+
+def _zuko(model: str) -> tuple[nn.Module, LogProb] | None:
+    import zuko
+
+    if model != "maf_nobn":
+        return None  # zuko has no batch norm; its coupling flows are not this toy model
+    flow = zuko.flows.MAF(6, transforms=5, hidden_features=(100, 100))
+    return flow, lambda x: flow().log_prob(x)
+
+
+def _freia(model: str) -> tuple[nn.Module, LogProb] | None:
+    if model != "toy":
+        return None  # FrEIA has no masked autoregressive flow
+    import FrEIA.framework as ff
+    import FrEIA.modules as fm
+
+    inn = ff.SequenceINN(2)
+    for i in range(4):
+        inn.append(
+            fm.AffineCouplingOneSided, subnet_constructor=lambda a, b: _mlp([a, 200, 100, b])
+        )
+        if i < 3:
+            inn.append(fm.PermuteRandom, seed=i)
+    log_norm = -0.5 * 2 * torch.log(torch.tensor(2 * torch.pi)).item()
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        z, log_jac = inn(x)
+        return -0.5 * z.square().sum(1) + log_norm + log_jac
+
+    return inn, log_prob
+
+
+BUILDERS: dict[str, Callable[[str], tuple[nn.Module, LogProb] | None]] = {
+    "survae": _survae,
+    "nflows": _nflows,
+    "normflows": _normflows,
+    "zuko": _zuko,
+    "FrEIA": _freia,
+}
+
+
+# --------------------------------------------------------------------------- timing
+def _step_timer(module: nn.Module, log_prob: LogProb, x: torch.Tensor) -> Callable[[], float]:
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = -log_prob(x).mean()
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    return step
+
+
+def run_peers(
+    models: Sequence[str] = ("toy", "maf", "maf_nobn"),
+    *,
+    rounds: int = 5,
+    steps: int = 30,
+    warmup: int = 5,
+    threads: int = 1,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Per model: each installed library's parameter count, median ms per training step per
+    round, and the ratios ``peer ms / survae ms`` per round (> 1: survae faster) as median,
+    min and max. Libraries are rotated between rounds; all run in this process."""
+    torch.set_num_threads(int(threads))
+    report: dict[str, Any] = {"skipped": {p: "not installed" for p in PEERS if not installed(p)}}
+    for name in models:
+        batch, dim = PEER_MODELS[name]
+        x = torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed))
+        timers: dict[str, Callable[[], float]] = {}
+        params: dict[str, int] = {}
+        for lib, build in BUILDERS.items():
+            if lib != "survae" and not installed(lib):
+                continue
+            torch.manual_seed(seed)
+            built = build(name)
+            if built is None:
+                continue
+            module, log_prob = built
+            module.train()
+            params[lib] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            timers[lib] = _step_timer(module, log_prob, x)
+            for _ in range(warmup):
+                timers[lib]()
+        libs = list(timers)
+        ms: dict[str, list[float]] = {lib: [] for lib in libs}
+        for r in range(rounds):
+            order = libs[r % len(libs) :] + libs[: r % len(libs)]
+            for lib in order:
+                ms[lib].append(1e3 * statistics.median(timers[lib]() for _ in range(steps)))
+        entry: dict[str, Any] = {"batch": batch, "params": params, "ms": ms, "ratio": {}}
+        for lib in libs:
+            if lib == "survae":
+                continue
+            q = [a / b for a, b in zip(ms[lib], ms["survae"])]
+            entry["ratio"][lib] = {
+                "median": statistics.median(q),
+                "min": min(q),
+                "max": max(q),
+            }
+        log(
+            f"[peers] {name}: "
+            + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in ms.items())
+        )
+        report[name] = entry
+    return report
+
+
+def peers_markdown(report: dict[str, Any]) -> str:
+    """The comparison as a markdown table: per model and library, parameters, median ms per
+    step, and the median ratio peer / survae with its range (> 1: survae faster)."""
+    lines = [
+        "| model | library | params | train ms (median of rounds) | peer / survae (median) "
+        "| range |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in report.items():
+        if name == "skipped":
+            continue
+        for lib, values in entry["ms"].items():
+            q = entry["ratio"].get(lib)
+            ratio = f"**{q['median']:.2f}**" if q else "–"
+            span = f"{q['min']:.2f}–{q['max']:.2f}" if q else "–"
+            lines.append(
+                f"| `{name}` | {lib} | {entry['params'][lib]:,} "
+                f"| {statistics.median(values):.2f} | {ratio} | {span} |"
+            )
+    for lib, why in report.get("skipped", {}).items():
+        lines.append(f"| | {lib} | skipped: {why} | | | |")
+    return "\n".join(lines) + "\n"
