@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
-from conftest import compose_config  # noqa: E402  (tests/training/conftest.py)
+from conftest import QUIET, compose_config, run_cli, tiny_data  # noqa: E402
 
 from survae import load_model  # noqa: E402
 from survae.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
@@ -23,19 +23,8 @@ from survae.evaluation import checkpoint_hparams, load_for_eval  # noqa: E402
 from survae.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "experiment=plain_flow_checkerboard",
-    "data.train_size=256",
-    "data.val_size=64",
-    "data.test_size=64",
-    "data.batch_size=64",
-    "logger=none",
-    "callbacks.samples.every_n_epochs=0",
-    "callbacks.rich_progress_bar=false",
-    "trainer.enable_progress_bar=false",
-    "trainer.max_steps=8",
-    "test=false",
-]
+TINY = ["experiment=plain_flow_checkerboard", *tiny_data(256), *QUIET, "trainer.max_steps=8"]
+TINY += ["test=false"]
 
 
 class Payload:
@@ -123,13 +112,7 @@ def test_crafted_checkpoint_is_refused_by_the_scripts(crafted, script):
 
 def test_crafted_checkpoint_is_refused_by_run_resume(crafted):
     path, marker = crafted
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), f"resume={path.parents[1]}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_cli([f"resume={path.parents[1]}"], path.parents[2])
     assert proc.returncode != 0 and str(path) in proc.stderr
     assert not marker.exists(), "the payload ran"
 

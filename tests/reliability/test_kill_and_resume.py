@@ -5,7 +5,6 @@ second, a shared folder. Resumed runs must end with bit-identical weights to unb
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,20 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from survae.checkpoints import load_checkpoint
+sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+from conftest import QUIET, cli_process, tiny_data  # noqa: E402  (tests/training/conftest.py)
 
-ROOT = Path(__file__).resolve().parents[2]
+from survae.checkpoints import load_checkpoint  # noqa: E402
+
 #: 512 training points in batches of 64: 8 steps an epoch
 TINY = [
     "experiment=plain_flow_checkerboard",
-    "data.train_size=512",
-    "data.val_size=64",
-    "data.test_size=64",
-    "data.batch_size=64",
-    "logger=none",
-    "callbacks.samples.every_n_epochs=0",
-    "callbacks.rich_progress_bar=false",
-    "trainer.enable_progress_bar=false",
+    *tiny_data(512),
+    *QUIET,
     "callbacks.checkpoint_every_n_steps=3",
     "callbacks.checkpoint_every_minutes=null",
 ]
@@ -78,24 +73,9 @@ FAULTS = textwrap.dedent(
 )
 
 
-def _run(args: list[str], tmp_path: Path, env: dict | None = None, **kw) -> subprocess.Popen:
+def _run(args: list[str], tmp_path: Path, env: dict | None = None) -> subprocess.Popen:
     (tmp_path / "faults.py").write_text(FAULTS)
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": str(tmp_path),
-        "OMP_NUM_THREADS": "1",
-        "WANDB_MODE": "offline",
-        **(env or {}),
-    }
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=tmp_path,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
+    return cli_process(args, tmp_path, {"PYTHONPATH": str(tmp_path), **(env or {})})
 
 
 def _finish(proc: subprocess.Popen, timeout: int = 300) -> tuple[int, str, str]:

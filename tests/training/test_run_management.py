@@ -5,8 +5,6 @@ config, and a user's own layer and config (outside the repository) train without
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -15,33 +13,17 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from survae.cli import sweep_objective
-from survae.config_check import ConfigError
-from survae.training import resolvers, train
-from survae.training.validation import OBJECTIVES
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import QUIET, run_cli, tiny_data  # noqa: E402  (tests/training/conftest.py)
+
+from survae.cli import sweep_objective  # noqa: E402
+from survae.config_check import ConfigError  # noqa: E402
+from survae.training import resolvers, train  # noqa: E402
+from survae.training.validation import OBJECTIVES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = [
-    "data.train_size=256",
-    "data.val_size=64",
-    "data.test_size=64",
-    "data.batch_size=64",
-    "logger=none",
-    "callbacks.samples.every_n_epochs=0",
-    "callbacks.rich_progress_bar=false",
-    "trainer.enable_progress_bar=false",
-]
-
-
-def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})},
-    )
+TINY = [*tiny_data(256), *QUIET]
+_run = run_cli
 
 
 # ------------------------------------------------------------------ tuning never sees test
