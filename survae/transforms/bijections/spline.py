@@ -30,12 +30,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from survae.errors import check_shape
 from survae.nn.build import NetSpec
 from survae.nn.made import MADE
 from survae.nn.resmade import ResidualMADE
 from survae.registry import register
 from survae.transforms.base import Bijection
+from survae.transforms.bijections.autoregressive import _check_inputs
 from survae.transforms.bijections.coupling import _Coupling
 from survae.utils import sum_except_batch
 
@@ -353,16 +353,8 @@ class RQSplineAutoregressive(_SplineSettings, Bijection):
         )
 
     def _check(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor | None:
-        check_shape(self, x, (None, self.features))
-        if self.context_features == 0:
-            return None
-        if context is None:
-            raise ValueError(
-                f"RQSplineAutoregressive is conditional (context_features="
-                f"{self.context_features}) and needs a context"
-            )
-        check_shape(self, context, (x.shape[0], self.context_features), "context")
-        return context.to(x.dtype)
+        context = _check_inputs(self, x, context, self.features, self.context_features)
+        return None if context is None else context.to(x.dtype)
 
     def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         return self.made(x, context).view(x.shape[0], self.features, self.params_per_element)
