@@ -35,6 +35,14 @@ def _as_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
     return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
+def _check_num_components(owner: object, num_components: int) -> None:
+    """One-line ``ValueError`` naming ``owner``'s class unless there is at least one component."""
+    if num_components < 1:
+        raise ValueError(
+            f"{type(owner).__name__}: num_components must be >= 1, got {num_components}"
+        )
+
+
 def _initial_means(
     num_components: int, shape: tuple[int, ...], spread: float, seed: int
 ) -> torch.Tensor:
@@ -86,10 +94,7 @@ class MixtureOfGaussians(Distribution):
         seed: int = 0,
     ):
         super().__init__()
-        if num_components < 1:
-            raise ValueError(
-                f"MixtureOfGaussians: num_components must be >= 1, got {num_components}"
-            )
+        _check_num_components(self, num_components)
         if init_scale <= 0:
             raise ValueError(f"MixtureOfGaussians: init_scale must be positive, got {init_scale}")
         self.shape = _as_shape(shape)
@@ -168,10 +173,7 @@ class ConditionalMixtureOfGaussians(ConditionalDistribution):
         seed: int = 0,
     ):
         super().__init__()
-        if num_components < 1:
-            raise ValueError(
-                f"ConditionalMixtureOfGaussians: num_components must be >= 1, got {num_components}"
-            )
+        _check_num_components(self, num_components)
         self.shape = _as_shape(shape)
         self.num_components = K = int(num_components)
         self.context_features = int(context_features)
