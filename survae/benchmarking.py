@@ -972,6 +972,21 @@ def _selected_features(args: argparse.Namespace) -> list[str]:
     return [name for name in FEATURES if flags[name]]
 
 
+def _write_report(
+    args: argparse.Namespace, report: dict[str, Any], table: Callable[[], str]
+) -> dict[str, Any]:
+    """Finish a run: ``report`` to ``--json``, then its Markdown ``table()`` to ``--markdown``
+    and stdout (unless ``--quiet``); returns ``report``."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    text = table()
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    if not args.quiet:
+        print(text)
+    return report
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark from command-line arguments and return the JSON report
     ``{workload: {params, batch, train_ms_median, train_ms_min, eval_ms_median, sample_ms,
@@ -1030,28 +1045,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         for lib, why in peers["skipped"].items():
             log(f"[peers] {lib}: skipped ({why}; pip install '.[peers]')")
-        if args.json:
-            Path(args.json).write_text(json.dumps({"peers": peers}, indent=2))
-        table = peers_markdown(peers)
-        if args.markdown:
-            Path(args.markdown).write_text(table)
-        if not args.quiet:
-            print(table)
-        return {"peers": peers}
+        return _write_report(args, {"peers": peers}, lambda: peers_markdown(peers))
     if args.official:
         if args.rounds < 1:
             raise SystemExit("--rounds must be at least 1")
         if args.workloads == "paper":
             names = list(OFFICIAL_WORKLOADS)
         report = run_official(names, args.official, common, args.rounds, args.timeout, log)
-        if args.json:
-            Path(args.json).write_text(json.dumps({"official": report}, indent=2))
-        table = official_markdown(report)
-        if args.markdown:
-            Path(args.markdown).write_text(table)
-        if not args.quiet:
-            print(table)
-        return {"official": report}
+        return _write_report(args, {"official": report}, lambda: official_markdown(report))
     report: dict[str, Any] = {}
     for name in names:
         try:
@@ -1066,14 +1067,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         report[name] = combine(results, primary)
         if args.json:  # written after every workload: a long run keeps what it has measured
             Path(args.json).write_text(json.dumps(report, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    if args.markdown:
-        Path(args.markdown).write_text(table)
-    if not args.quiet:
-        print(table)
-    return report
+    return _write_report(args, report, lambda: markdown(report))
 
 
 def failed(report: Mapping[str, Any]) -> list[str]:
