@@ -40,6 +40,19 @@ def _randomize(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
     return module
 
 
+def _tiny_glow(builder, **extra) -> torch.nn.Module:
+    """A two-level Glow-family model on ``1x8x8`` images of 17 levels, built from seed 0 (so
+    two builds with the same layers have the same weights)."""
+    torch.manual_seed(0)
+    return builder((1, 8, 8), 17, num_levels=2, num_steps=2, hidden_channels=8, **extra)
+
+
+def _log_prob(flow, x, context=None) -> torch.Tensor:
+    """``flow.log_prob(x, context)`` under seed 1: the same dequantization noise every call."""
+    torch.manual_seed(1)
+    return flow.log_prob(x) if context is None else flow.log_prob(x, context)
+
+
 # ------------------------------------------------------------------ data
 def test_conditional_toys_yield_context_and_registered():
     assert "gaussian_classes" in registry.available("dataset")
@@ -111,11 +124,8 @@ def test_conditional_density_integrates_to_one_per_context(transform):
 
 
 def test_conditional_glow_starts_as_glow_and_adds_only_the_class_map():
-    kw = {"num_levels": 2, "num_steps": 2, "hidden_channels": 8}
-    torch.manual_seed(0)
-    plain = glow((1, 8, 8), 17, **kw)
-    torch.manual_seed(0)
-    cond = conditional_glow((1, 8, 8), 17, context_features=10, **kw)
+    plain = _tiny_glow(glow)
+    cond = _tiny_glow(conditional_glow, context_features=10)
     assert isinstance(cond.base_dist, ConditionalGlowTopPrior)
     n_plain = sum(p.numel() for p in plain.parameters())
     n_cond = sum(p.numel() for p in cond.parameters())
@@ -123,10 +133,7 @@ def test_conditional_glow_starts_as_glow_and_adds_only_the_class_map():
     assert n_cond - n_plain == 10 * 2 * top_channels + 2 * top_channels  # the linear map only
     x = torch.randint(0, 17, (4, 1, 8, 8))
     c = torch.eye(10)[[0, 3, 7, 9]]
-    torch.manual_seed(1)
-    lp_plain = plain.log_prob(x)
-    torch.manual_seed(1)  # same dequantization noise
-    torch.testing.assert_close(cond.log_prob(x, c), lp_plain)
+    torch.testing.assert_close(_log_prob(cond, x, c), _log_prob(plain, x))
     with pytest.raises(ValueError, match="context"):
         cond.log_prob(x)
     samples = cond.sample(4, context=c, temperature=0.7)
@@ -138,12 +145,9 @@ def test_conditional_glow_class_embedding_in_the_couplings():
     from survae.testing import assert_invertible, assert_logdet_matches_autograd
     from survae.transforms.bijections.coupling import AffineCoupling
 
-    kw = {"num_levels": 2, "num_steps": 2, "hidden_channels": 8}
     E = 3
-    torch.manual_seed(0)
-    base = conditional_glow((1, 8, 8), 17, context_features=10, **kw)
-    torch.manual_seed(0)
-    cond = conditional_glow((1, 8, 8), 17, context_features=10, class_embedding=E, **kw)
+    base = _tiny_glow(conditional_glow, context_features=10)
+    cond = _tiny_glow(conditional_glow, context_features=10, class_embedding=E)
     wrapped = [m for m in cond.modules() if isinstance(m, ClassEmbeddingContext)]
     assert len(wrapped) == 2 * 2 and all(isinstance(w.layer, AffineCoupling) for w in wrapped)
     assert all(w.layer.context_channels == E for w in wrapped)
@@ -154,20 +158,16 @@ def test_conditional_glow_class_embedding_in_the_couplings():
     assert n_cond - n_base == len(wrapped) * (10 * E + E * 8 * 3 * 3)
     x = torch.randint(0, 17, (4, 1, 8, 8))
     c1, c2 = torch.eye(10)[[0, 3, 7, 9]], torch.eye(10)[[1, 1, 2, 5]]
-    torch.manual_seed(1)
-    lp1 = cond.log_prob(x, c1)
-    torch.manual_seed(1)
-    torch.testing.assert_close(cond.log_prob(x, c2), lp1)  # zero embedding: class-blind start
+    # zero embedding: class-blind start
+    torch.testing.assert_close(_log_prob(cond, x, c2), _log_prob(cond, x, c1))
     with torch.no_grad():
         for w in wrapped:
             w.embedding.weight.normal_()
         for w in wrapped:  # the coupling networks' output layers start at zero
             for p in w.layer.net.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-    torch.manual_seed(1)
-    lp1 = cond.log_prob(x, c1)
-    torch.manual_seed(1)
-    assert (cond.log_prob(x, c2) - lp1).abs().max() > 1e-4  # now the couplings see the class
+    # now the couplings see the class
+    assert (_log_prob(cond, x, c2) - _log_prob(cond, x, c1)).abs().max() > 1e-4
     layer = copy.deepcopy(wrapped[0]).double()
     z = torch.randn(3, 4, 4, 4, dtype=torch.float64)
     c = torch.eye(10, dtype=torch.float64)[[2, 4, 6]]
@@ -180,18 +180,12 @@ def test_conditional_glow_class_embedding_in_the_couplings():
 
 
 def test_unconditional_glow_unchanged_by_the_coupling_context_option():
-    kw = {"num_levels": 2, "num_steps": 2, "hidden_channels": 8}
-    torch.manual_seed(0)
-    plain = glow((1, 8, 8), 17, **kw)
-    torch.manual_seed(0)
-    same = glow((1, 8, 8), 17, coupling_context_channels=0, **kw)
+    plain = _tiny_glow(glow)
+    same = _tiny_glow(glow, coupling_context_channels=0)
     a, b = plain.state_dict(), same.state_dict()
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
     x = torch.randint(0, 17, (4, 1, 8, 8))
-    torch.manual_seed(1)
-    lp = plain.log_prob(x)
-    torch.manual_seed(1)
-    torch.testing.assert_close(same.log_prob(x), lp)
+    torch.testing.assert_close(_log_prob(same, x), _log_prob(plain, x))
 
 
 def test_module_steps_and_figures_with_context(tmp_path, monkeypatch):
