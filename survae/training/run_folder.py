@@ -181,6 +181,7 @@ _QUIET_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*LOCAL_RANK.*",
     r".*the number of training batches .* is smaller than the logging interval.*",
+    r".*isinstance\(treespec, LeafSpec\).*is deprecated.*",  # Lightning on torch >= 2.10
 )
 
 
