@@ -99,8 +99,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "--list-experiments" in argv:
         rows = list_experiments()
         width = max((len(n) for n, _ in rows), default=0)
-        for name, desc in rows:
-            print(f"{name:<{width}}  {desc}")
+        try:
+            print("\n".join(f"{name:<{width}}  {desc}" for name, desc in rows), flush=True)
+        except BrokenPipeError:  # `survae-run --list-experiments | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     if "--version" in argv:
         print(f"survae {survae.__version__}")
