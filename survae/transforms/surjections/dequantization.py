@@ -3,7 +3,6 @@ data (uniform dequantization; Flow++'s variational dequantization)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -65,6 +64,11 @@ class _Dequantization(Surjection):
             "likelihood; check_input=False skips this check."
         )
 
+    def _log_volume(self, z: torch.Tensor) -> torch.Tensor:
+        """``−D · log num_bins`` in ``z``'s dtype, rounded as the official code rounds it
+        (``log`` of the bin count in that dtype, then times ``D``): the same float32 bits."""
+        return -torch.log(z.new_tensor(float(self.num_bins))) * num_elements_per_sample(z)
+
     def inverse(self, z, context=None):
         x = torch.floor(z * self.num_bins).clamp(0, self.num_bins - 1)
         return x.long() if self.integer_output else x
@@ -96,7 +100,7 @@ class UniformDequantization(_Dequantization):
         x = _as_float(x)
         u = torch.rand_like(x)
         z = (x + u) / self.num_bins
-        ldj = x.new_full((x.shape[0],), -num_elements_per_sample(x) * math.log(self.num_bins))
+        ldj = self._log_volume(z).expand(x.shape[0])
         return z, ldj
 
 
@@ -155,16 +159,17 @@ class VariationalDequantization(_Dequantization):
     def forward(self, x, context=None):
         self.check_discrete(x)
         x = _as_float(x)
-        ctx = x * (2.0 / (self.num_bins - 1)) - 1.0
+        ctx = 2.0 * x / (self.num_bins - 1) - 1.0  # the official order of operations, bit for bit
         if self.context_net is not None:
             ctx = self.context_net(ctx)
         y, log_q = self.encoder.sample_with_log_prob(x.shape[0], context=ctx)
         check_shape(self, y, tuple(x.shape), what="dequantization noise (encoder sample)")
         if self.squash:
             u = torch.sigmoid(y)
-            log_q = log_q - sum_except_batch(F.logsigmoid(y) + F.logsigmoid(-y))
+            # log σ′(y) = −softplus(−y) − softplus(y), summed in the official order (same bits)
+            log_q = log_q - sum_except_batch(-F.softplus(-y) - F.softplus(y))
         else:
             u = y
         z = (x + u) / self.num_bins
-        ldj = -num_elements_per_sample(x) * math.log(self.num_bins) - log_q
+        ldj = self._log_volume(z) - log_q
         return z, ldj
