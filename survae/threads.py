@@ -5,7 +5,8 @@ cores whenever something else runs beside the process — other programs, the jo
 sweep, data-loader workers — and OpenMP threads that wait for each other then spin instead of
 working: a small model trains tens of times slower. :func:`configure_threads` picks the count
 from the cores this process may actually use (CPU affinity and the cgroup CPU quota), divides
-them among the parallel jobs of a Hydra sweep and the data-loader workers, respects an
+them among the parallel jobs of a Hydra sweep and the data-loader workers, takes no more
+than the cores other processes leave idle (the load average when the run starts), respects an
 explicit ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, and gives tiny models (toy 2-D and
 tabular data, or few parameters) a single thread, since their kernels are too small to split.
 
@@ -219,14 +220,17 @@ def choose_threads(
     env: Mapping[str, str] | None = None,
     cores: int | None = None,
     jobs: int | None = None,
+    load: float | None = None,
 ) -> tuple[int, str]:
     """The intra-op thread count for ``setting`` and a one-line reason (see the module doc).
 
     ``auto``: an explicit ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` wins; else 1 for a tiny model
     (:func:`is_tiny`); else the available cores (``cores``, default :func:`available_cores`)
     divided by the parallel jobs (``jobs``, default :func:`parallel_jobs`), less one per
-    data-loader worker, at least 1. ``all``: the same without the tiny-model rule. An integer:
-    exactly that. Raises :class:`~survae.config_check.ConfigError` for anything else.
+    data-loader worker, and no more than the cores other processes leave idle (``load``, the
+    one-minute load average, default :func:`os.getloadavg`: threads that must wait for a busy
+    core make every step wait), at least 1. ``all``: the same without the tiny-model rule. An
+    integer: exactly that. Raises :class:`~survae.config_check.ConfigError` for anything else.
     """
     env = os.environ if env is None else env
     if isinstance(setting, bool):
@@ -249,7 +253,16 @@ def choose_threads(
         source = "given"
     workers = max(0, int(dataloader_workers))
     n = max(1, cores // max(1, jobs) - workers)
-    return n, f"{cores} cores / {jobs} job(s) ({source}) - {workers} loader worker(s)"
+    reason = f"{cores} cores / {jobs} job(s) ({source}) - {workers} loader worker(s)"
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not available on this platform
+            load = 0.0
+    idle = max(1, cores - round(load))
+    if idle < n:
+        n, reason = idle, f"{reason}; load average {load:.1f} leaves {idle} core(s) idle"
+    return n, reason
 
 
 def configure_threads(

@@ -76,10 +76,10 @@ def test_affinity_cores_uses_the_affinity_mask(monkeypatch):
 
 # --------------------------------------------------------------------------- policy
 def test_auto_divides_cores_among_jobs_and_workers():
-    n, reason = threads.choose_threads("auto", env={}, cores=16, jobs=4, num_params=10**7)
+    n, reason = threads.choose_threads("auto", env={}, cores=16, jobs=4, num_params=10**7, load=0)
     assert n == 4 and "4 job" in reason
     n, _ = threads.choose_threads(
-        "auto", env={}, cores=16, jobs=4, dataloader_workers=2, num_params=10**7
+        "auto", env={}, cores=16, jobs=4, dataloader_workers=2, num_params=10**7, load=0
     )
     assert n == 2
     n, _ = threads.choose_threads(
@@ -92,13 +92,13 @@ def test_auto_gives_tiny_models_one_thread():
     for kind in ("toy", "tabular"):
         n, reason = threads.choose_threads("auto", env={}, cores=16, jobs=1, data_kind=kind)
         assert n == 1 and kind in reason
-    n, _ = threads.choose_threads("auto", env={}, cores=16, jobs=1, data_kind="image")
+    n, _ = threads.choose_threads("auto", env={}, cores=16, jobs=1, data_kind="image", load=0)
     assert n == 16
     n, _ = threads.choose_threads(
         "auto", env={}, cores=16, jobs=1, data_kind="image", num_params=1000
     )
     assert n == 1
-    n, _ = threads.choose_threads("all", env={}, cores=16, jobs=1, data_kind="toy")
+    n, _ = threads.choose_threads("all", env={}, cores=16, jobs=1, data_kind="toy", load=0.2)
     assert n == 16  # 'all' has no tiny-model rule
 
 
@@ -182,3 +182,14 @@ def test_configure_threads_sets_torch_and_logs_once(monkeypatch, capsys):
     assert threads.configure_threads(2, log=False) == 2
     assert torch.get_num_threads() == 2
     assert capsys.readouterr().out == ""
+
+
+def test_busy_cores_are_left_to_their_processes():
+    """Threads beyond the idle cores wait for busy ones; auto takes at most the idle ones."""
+    n, reason = threads.choose_threads("auto", env={}, cores=8, jobs=1, num_params=10**7, load=5.6)
+    assert n == 2 and "load average 5.6" in reason
+    n, _ = threads.choose_threads("auto", env={}, cores=2, jobs=1, num_params=10**7, load=9.0)
+    assert n == 1
+    n, _ = threads.choose_threads("auto", env={}, cores=8, jobs=2, num_params=10**7, load=1.0)
+    assert n == 4  # the idle cores exceed the job's share: the share stands
+    assert threads.choose_threads(3, env={}, cores=8, load=7.0)[0] == 3  # explicit wins
