@@ -85,7 +85,10 @@ class ArrayDataset(Dataset):
     def __getitems__(self, idx: Sequence[int]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(idx, dtype=np.int64)
         batch = self._take(idx)
-        batch = self.transform(batch) if self.transform is not None else batch
+        if self.transform is not None:
+            # keyed transforms (augmentation) draw from the batch's own example indices
+            keyed = getattr(self.transform, "keyed", False)
+            batch = self.transform(batch, key=idx.tolist()) if keyed else self.transform(batch)
         if self.context is None:
             return batch
         rows = idx if self.indices is None else self.indices[idx]

@@ -62,7 +62,7 @@ class ImageDataModule(FlowDataModule):
         """The augmentation applied to training batches, or ``None``."""
         if not self.augment or (not self.flip and self.translate == 0):
             return None
-        return RandomFlipTranslate(flip=self.flip, translate=self.translate)
+        return RandomFlipTranslate(flip=self.flip, translate=self.translate, seed=self.seed)
 
     def _split(
         self,

@@ -217,3 +217,33 @@ def test_sampler_resume_position_continues_the_interrupted_order():
     done = EpochShuffleSampler(40, seed=3)
     done.resume_at(2, 40, epoch_done=True)
     assert list(done) == epoch3
+
+
+def test_augmentation_of_a_resumed_epoch_repeats_the_unbroken_one():
+    """Augmented batches depend on the run seed and the batch, not on how far the global
+    generator has moved: a loader resumed mid-epoch (or with other workers) yields exactly the
+    batches an unbroken one yields."""
+    from torch.utils.data import DataLoader
+
+    from survae.data.augment import RandomFlipTranslate
+    from survae.data.base import ArrayDataset, EpochShuffleSampler, collate
+
+    images = torch.randint(0, 256, (64, 1, 4, 4), dtype=torch.uint8)
+    data = ArrayDataset(images, transform=RandomFlipTranslate(flip=True, translate=1, seed=5))
+
+    def batches(sampler: EpochShuffleSampler) -> list[torch.Tensor]:
+        return list(DataLoader(data, batch_size=8, sampler=sampler, collate_fn=collate))
+
+    straight = EpochShuffleSampler(64, seed=5)
+    straight.set_epoch(1)
+    torch.manual_seed(0)
+    unbroken = batches(straight)
+    resumed = EpochShuffleSampler(64, seed=5)
+    resumed.resume_at(1, 3 * 8)
+    torch.manual_seed(123)  # the global generator is elsewhere after a restart
+    assert all(torch.equal(a, b) for a, b in zip(unbroken[3:], batches(resumed), strict=True))
+    first = data.__getitems__(list(range(8)))
+    assert not torch.equal(first, images[:8])  # it does augment
+    assert torch.equal(first, data.__getitems__(list(range(8))))  # a function of the batch
+    other_seed = ArrayDataset(images, transform=RandomFlipTranslate(translate=1, seed=6))
+    assert not torch.equal(other_seed.__getitems__(list(range(8))), first)
