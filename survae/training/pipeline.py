@@ -250,10 +250,14 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
 
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
+    last = latest if os.path.isfile(latest) else ""
+    # the weights that are (or would be) tested: best by validation, or the final ones
+    use_best = cfg.get("test_checkpoint", "best") == "best"
     metric = module.metric.name
     results: dict[str, Any] = {
-        "checkpoint": best or (latest if os.path.isfile(latest) else ""),
-        "last_checkpoint": latest if os.path.isfile(latest) else "",
+        "checkpoint": (best or last) if use_best else last,
+        "best_checkpoint": best,
+        "last_checkpoint": last,
         "metric": metric,
         "output_dir": out_dir,
         "val": {
@@ -268,8 +272,8 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
             f"{results['last_checkpoint']}\n[survae] continue with: survae-run resume={out_dir}"
         )
     elif cfg.get("test", True):
-        # best: the best-validation weights; last: the final weights, as the SurVAE code tests
-        use_best = cfg.get("test_checkpoint", "best") == "best"
+        # best: the best-validation weights; last: the final (in-memory) weights, as the
+        # SurVAE code tests
         ckpt = best if use_best and best and not trainer_kwargs.get("fast_dev_run") else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
         results["test"] = tested[0] if tested else {}
@@ -336,7 +340,8 @@ def write_run_record(
         "num_parameters": num_params,
         "seed": cfg.get("seed"),
         "command": " ".join(sys.argv),
-        "checkpoint": results.get("checkpoint"),
+        "checkpoint": results.get("checkpoint"),  # the tested weights
+        "test_checkpoint": cfg.get("test_checkpoint", "best"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     path = os.path.join(out_dir, "results.json")

@@ -223,9 +223,10 @@ def test_test_checkpoint_chooses_the_weights_that_are_tested(make_config, tmp_pa
     from survae.evaluation import datamodule_from_checkpoint, evaluate_log_likelihood
 
     results = train(make_config("trainer.max_epochs=3", f"test_checkpoint={which}"))
-    path = results["checkpoint"] if which == "best" else results["last_checkpoint"]
+    path = results["checkpoint"]  # the tested weights
+    assert path == results[f"{which}_checkpoint"]
     dm = datamodule_from_checkpoint(path)
     dm.setup()
     direct = evaluate_log_likelihood(load_model(path), dm.test_dataloader(), "toy", [2])
     assert results["test"]["test/nll"] == pytest.approx(direct["value"], rel=1e-5)
-    assert Path(results["checkpoint"]).name.startswith("best-")
+    assert Path(results["best_checkpoint"]).name.startswith("best-")
