@@ -275,12 +275,14 @@ def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_p
     def fake_ours(spec, timeout):
         calls.append("survae")
         assert spec["evaluate"] is False and "model.dropout=0.0" in spec["overrides"]
-        return {"train_ms_median": next(ours), "params": 5, "loss_value": 1.0}
+        t = next(ours)
+        return {"train_ms_median": t, "train_ms_min": t / 2, "params": 5, "loss_value": 1.0}
 
     def fake_theirs(spec, x, timeout):
         calls.append("official")
         assert spec["script"] == "train_perm_flow.py" and x.shape == (4, 50, 2)
-        return {"train_ms_median": next(theirs), "params": 5, "loss_value": 1.0}
+        t = next(theirs)
+        return {"train_ms_median": t, "train_ms_min": t, "params": 5, "loss_value": 1.0}
 
     monkeypatch.setattr(benchmarking, "_run_child", fake_ours)
     monkeypatch.setattr(benchmarking, "_run_official_child", fake_theirs)
@@ -292,9 +294,10 @@ def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_p
     entry = report["permute_flow_spatial_mnist"]
     assert entry["ratios"] == [1.5, 1.0, 3.0]
     assert entry["ratio"] == {"median": 1.5, "min": 1.0, "max": 3.0}
+    assert entry["ratio_of_minima"] == {"median": 3.0, "min": 2.0, "max": 6.0}
     assert "no official counterpart" in report["glow_cifar10"]["error"]
     md = benchmarking.official_markdown(report)
-    assert "**1.50**" in md and "1.00–3.00" in md and "failed" in md
+    assert "**1.50**" in md and "1.00–3.00" in md and "3.00 (2.00–6.00)" in md and "failed" in md
     with pytest.raises(ValueError, match="not a checkout"):
         benchmarking.run_official(["abs_flow_eight_gaussians"], tmp_path, common)
 
