@@ -157,6 +157,7 @@ def conditional_glow(
     learn_split_prior: bool = True,
     edge_bias: bool = True,
     class_embedding: int = 0,
+    shift_first: bool = True,
 ) -> MultiScaleFlow:
     """Class-conditional Glow: :func:`~survae.architectures.glow.glow` (``top_prior="learntop"``)
     with :class:`ConditionalGlowTopPrior` over ``context_features`` classes (one-hot context);
@@ -177,6 +178,7 @@ def conditional_glow(
         top_prior="learntop",
         edge_bias=edge_bias,
         coupling_context_channels=class_embedding,
+        shift_first=shift_first,
     )
     if class_embedding:
         _embed_class_in_couplings(flow, context_features, class_embedding)

@@ -261,8 +261,10 @@ def glow_step(
     seed: int = 0,
     edge_bias: bool = False,
     context_channels: int = 0,
+    shift_first: bool = False,
 ) -> Sequential:
-    """One step of flow: actnorm → permutation → channel coupling with a ``glow_net``.
+    """One step of flow: actnorm → permutation → channel coupling with a ``glow_net``
+    (``shift_first``: the affine coupling adds the shift before scaling, as openai/glow).
 
     ``seed`` fixes the random shuffle when ``permutation="shuffle"``; ``edge_bias`` gives the
     network's 3×3 convolutions the official border channel; ``context_channels > 0`` gives the
@@ -272,7 +274,7 @@ def glow_step(
     ctx = {"context_channels": context_channels} if context_channels else {}
     if coupling == "affine":
         layer: Transform = AffineCoupling(
-            channels, net=net, mask="channel", scale_fn=scale_fn, **ctx
+            channels, net=net, mask="channel", scale_fn=scale_fn, shift_first=shift_first, **ctx
         )
     else:
         layer = AdditiveCoupling(channels, net=net, mask="channel", **ctx)
@@ -304,6 +306,7 @@ def glow(
     top_prior: str = "learntop",
     edge_bias: bool = True,
     coupling_context_channels: int = 0,
+    shift_first: bool = True,
 ) -> MultiScaleFlow:
     """Glow for images ``[C, H, W]`` of ``num_bins`` levels (see the module docstring).
 
@@ -321,6 +324,8 @@ def glow(
             or ``"standard_normal"``.
         edge_bias: the official border input channel of every 3×3 convolution (coupling
             networks, split priors, top prior); ``False`` gives plain zero-padded convolutions.
+        shift_first: the affine coupling computes ``(x + shift) · scale``, as openai/glow's
+            ``revnet2d_step`` (``False``: ``x · scale + shift``, RealNVP's order).
         coupling_context_channels: extra input channels of every coupling network, read from
             a context ``[B, n, H, W]`` at the coupling's scale (0: none, the unconditional
             Glow; :func:`~survae.architectures.conditional.conditional_glow` feeds a class
@@ -352,7 +357,8 @@ def glow(
         for k in range(num_steps):
             seed = level * num_steps + k
             step = glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed, edge_bias,
-                             context_channels=coupling_context_channels)  # fmt: skip
+                             context_channels=coupling_context_channels,
+                             shift_first=shift_first)  # fmt: skip
             layers.append(step)
         if level < num_levels - 1:
             layers.append(glow_split(C, learn_split_prior, edge_bias))

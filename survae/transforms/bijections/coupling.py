@@ -239,6 +239,8 @@ class AffineCoupling(_Coupling):
     ``"sigmoid"`` = sigmoid(s + 2) (Glow), ``"exp"`` = exp(s) (RealNVP), ``"softplus"``
     = softplus(s), ``"tanh_exp"`` = exp(2 tanh(s / 2)) (SurVAE image models). With a
     zero-initialised last layer, ``"exp"`` and ``"tanh_exp"`` start at the identity.
+    ``shift_first=True`` gives openai/glow's order ``z_b = (x_b + shift) · scale`` (same
+    contribution).
     """
 
     params_per_element = 2
@@ -252,6 +254,7 @@ class AffineCoupling(_Coupling):
         context_channels: int = 0,
         split_sizes: Sequence[int] | None = None,
         reverse_mask: bool = False,
+        shift_first: bool = False,
     ):
         if scale_fn not in LOG_SCALE_FNS:
             raise ValueError(
@@ -260,6 +263,7 @@ class AffineCoupling(_Coupling):
         super().__init__(num_channels, net, mask, context_channels, split_sizes, reverse_mask)
         self.scale_fn = scale_fn
         self._log_scale = LOG_SCALE_FNS[scale_fn]
+        self.shift_first = bool(shift_first)
 
     def _elementwise(self, x, h, inverse, keep):
         shift, raw = torch.chunk(h, 2, dim=1)
@@ -268,12 +272,17 @@ class AffineCoupling(_Coupling):
             free = 1.0 - keep
             log_scale = log_scale * free
             shift = shift * free
+        if self.shift_first:  # openai/glow: z = (x + shift) · scale
+            if inverse:
+                return x * torch.exp(-log_scale) - shift, -sum_except_batch(log_scale)
+            return (x + shift) * torch.exp(log_scale), sum_except_batch(log_scale)
         if inverse:
             return (x - shift) * torch.exp(-log_scale), -sum_except_batch(log_scale)
         return x * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", scale_fn={self.scale_fn!r}"
+        order = ", shift_first=True" if self.shift_first else ""
+        return super().extra_repr() + f", scale_fn={self.scale_fn!r}{order}"
 
 
 @register("layer", "additive_coupling")

@@ -269,3 +269,30 @@ def test_with_registered_glow_net():
     x = torch.randn(2, 4, 4, 4)
     z, ldj = assert_invertible(layer, x)
     assert z.shape == x.shape and ldj.shape == (2,)
+
+
+def test_affine_coupling_shift_first_is_glows_order():
+    """shift_first: z_b = (x_b + t) · s (openai/glow's revnet2d_step); same log-determinant,
+    exact inverse, and a different function than x_b · s + t once t ≠ 0."""
+    from survae.transforms.bijections.coupling import AffineCoupling
+
+    torch.manual_seed(0)
+    net = {"name": "mlp", "hidden": [8]}
+    glow_order = AffineCoupling(4, net=net, mask="channel", scale_fn="exp", shift_first=True)
+    plain = AffineCoupling(4, net=net, mask="channel", scale_fn="exp")
+    plain.load_state_dict(glow_order.state_dict())
+    with torch.no_grad():
+        for p in glow_order.parameters():
+            p.normal_(0, 0.3)
+    plain.load_state_dict(glow_order.state_dict())
+    x = torch.randn(5, 4)
+    z, ldj = glow_order(x)
+    h = glow_order.net(x[:, :2])
+    shift, log_scale = h[:, :2], h[:, 2:]
+    torch.testing.assert_close(z[:, 2:], (x[:, 2:] + shift) * log_scale.exp())
+    torch.testing.assert_close(z[:, :2], x[:, :2])
+    torch.testing.assert_close(ldj, log_scale.sum(1))
+    torch.testing.assert_close(glow_order.inverse(z), x, atol=1e-5, rtol=1e-5)
+    z_plain, ldj_plain = plain(x)
+    torch.testing.assert_close(ldj_plain, ldj)
+    assert not torch.allclose(z_plain, z)
