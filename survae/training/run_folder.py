@@ -60,7 +60,10 @@ def write_config_record(out_dir: str, cfg: Mapping[str, Any]) -> str:
 
 
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+    """Whether this is the global rank 0 process (torchrun, Slurm tasks, Lightning's DDP
+    children and multi-node launches all set one of these)."""
+    keys = ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK")
+    return all(int(os.environ.get(k) or 0) == 0 for k in keys)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -230,3 +230,14 @@ def test_test_checkpoint_chooses_the_weights_that_are_tested(make_config, tmp_pa
     direct = evaluate_log_likelihood(load_model(path), dm.test_dataloader(), "toy", [2])
     assert results["test"]["test/nll"] == pytest.approx(direct["value"], rel=1e-5)
     assert Path(results["best_checkpoint"]).name.startswith("best-")
+
+
+@pytest.mark.parametrize("var", ["RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"])
+def test_only_the_global_rank_zero_process_locks_the_run_folder(tmp_path, monkeypatch, var):
+    from survae.training.run_folder import LOCK_FILE, RunFolder
+
+    with RunFolder(tmp_path / "a"):
+        assert (tmp_path / "a" / LOCK_FILE).exists()
+    monkeypatch.setenv(var, "1")
+    with RunFolder(tmp_path / "b"):
+        assert not (tmp_path / "b" / LOCK_FILE).exists()
