@@ -6,7 +6,7 @@ sweep, data-loader workers — and OpenMP threads that wait for each other then 
 working: a small model trains tens of times slower. :func:`configure_threads` picks the count
 from the cores this process may actually use (CPU affinity and the cgroup CPU quota), divides
 them among the parallel jobs of a Hydra sweep and the data-loader workers, takes no more
-than the cores other processes leave idle (the load average when the run starts), respects an
+than the cores other processes leave idle (those runnable when the run starts), respects an
 explicit ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, and gives tiny models (toy 2-D and
 tabular data, or few parameters) a single thread, since their kernels are too small to split.
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -255,14 +257,41 @@ def choose_threads(
     n = max(1, cores // max(1, jobs) - workers)
     reason = f"{cores} cores / {jobs} job(s) ({source}) - {workers} loader worker(s)"
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # not available on this platform
-            load = 0.0
+        load, what = busy_elsewhere()
+    else:
+        what = "load average"
     idle = max(1, cores - round(load))
     if idle < n:
-        n, reason = idle, f"{reason}; load average {load:.1f} leaves {idle} core(s) idle"
+        n, reason = idle, f"{reason}; {what} {load:.1f} leaves {idle} core(s) idle"
     return n, reason
+
+
+def busy_elsewhere(samples: int = 5, interval: float = 0.05) -> tuple[float, str]:
+    """How many cores other processes keep busy now, and what measured it.
+
+    The runnable count of ``/proc/loadavg`` minus this process, the median of a few samples: the
+    one-minute load average lags by a minute and would still count work that has just ended
+    (a run started after another then keeps one thread on an idle machine for its whole
+    length). Elsewhere, the one-minute load average.
+    """
+    counts = []
+    for i in range(samples):
+        text = _read(Path("/proc/loadavg"))
+        try:
+            running = int(text.split()[3].split("/")[0]) if text else None
+        except (IndexError, ValueError):
+            running = None
+        if running is None:
+            break
+        counts.append(max(0, running - 1))
+        if i + 1 < samples:
+            time.sleep(interval)
+    if counts:
+        return float(statistics.median(counts)), "runnable processes"
+    try:
+        return os.getloadavg()[0], "load average"
+    except (AttributeError, OSError):  # not available on this platform
+        return 0.0, "load average"
 
 
 def configure_threads(

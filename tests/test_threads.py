@@ -193,3 +193,15 @@ def test_busy_cores_are_left_to_their_processes():
     n, _ = threads.choose_threads("auto", env={}, cores=8, jobs=2, num_params=10**7, load=1.0)
     assert n == 4  # the idle cores exceed the job's share: the share stands
     assert threads.choose_threads(3, env={}, cores=8, load=7.0)[0] == 3  # explicit wins
+
+
+def test_busy_cores_are_counted_now_not_from_a_lagging_average(monkeypatch):
+    # the 1-minute load average still counts work that has just ended; /proc/loadavg's
+    # runnable count (minus this process) says what is busy now
+    monkeypatch.setattr(threads, "_read", lambda path: "1.98 1.50 0.90 1/312 4242")
+    assert threads.busy_elsewhere(samples=3, interval=0) == (0.0, "runnable processes")
+    n, reason = threads.choose_threads("auto", env={}, cores=2, jobs=1, num_params=10**7)
+    assert n == 2 and "runnable" not in reason
+    monkeypatch.setattr(threads, "_read", lambda path: "1.98 1.50 0.90 3/312 4242")
+    n, reason = threads.choose_threads("auto", env={}, cores=4, jobs=1, num_params=10**7)
+    assert n == 2 and "runnable processes 2.0 leaves 2 core(s) idle" in reason
