@@ -158,6 +158,7 @@ def conditional_glow(
     edge_bias: bool = True,
     class_embedding: int = 0,
     shift_first: bool = True,
+    actnorm_logscale_factor: float = 3.0,
 ) -> MultiScaleFlow:
     """Class-conditional Glow: :func:`~survae.architectures.glow.glow` (``top_prior="learntop"``)
     with :class:`ConditionalGlowTopPrior` over ``context_features`` classes (one-hot context);
@@ -179,6 +180,7 @@ def conditional_glow(
         edge_bias=edge_bias,
         coupling_context_channels=class_embedding,
         shift_first=shift_first,
+        actnorm_logscale_factor=actnorm_logscale_factor,
     )
     if class_embedding:
         _embed_class_in_couplings(flow, context_features, class_embedding)

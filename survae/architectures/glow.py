@@ -262,15 +262,19 @@ def glow_step(
     edge_bias: bool = False,
     context_channels: int = 0,
     shift_first: bool = False,
+    actnorm_logscale_factor: float = 1.0,
 ) -> Sequential:
     """One step of flow: actnorm → permutation → channel coupling with a ``glow_net``
-    (``shift_first``: the affine coupling adds the shift before scaling, as openai/glow).
+    (``shift_first``: the affine coupling adds the shift before scaling, as openai/glow;
+    ``actnorm_logscale_factor``: its ActNorms' ``logscale_factor``, the step's and the net's).
 
     ``seed`` fixes the random shuffle when ``permutation="shuffle"``; ``edge_bias`` gives the
     network's 3×3 convolutions the official border channel; ``context_channels > 0`` gives the
     coupling network that many extra input channels from a context ``[B, n, H, W]``.
     """
     net = {"name": "glow_net", "hidden_channels": hidden_channels, "edge_bias": edge_bias}
+    if actnorm_logscale_factor != 1.0:
+        net["actnorm_logscale_factor"] = actnorm_logscale_factor
     ctx = {"context_channels": context_channels} if context_channels else {}
     if coupling == "affine":
         layer: Transform = AffineCoupling(
@@ -278,7 +282,8 @@ def glow_step(
         )
     else:
         layer = AdditiveCoupling(channels, net=net, mask="channel", **ctx)
-    return Sequential([ActNorm(channels), _permutation(permutation, channels, seed), layer])
+    actnorm = ActNorm(channels, log_scale_factor=actnorm_logscale_factor)
+    return Sequential([actnorm, _permutation(permutation, channels, seed), layer])
 
 
 def glow_split(channels: int, learned_prior: bool = True, edge_bias: bool = False) -> Slice:
@@ -307,6 +312,7 @@ def glow(
     edge_bias: bool = True,
     coupling_context_channels: int = 0,
     shift_first: bool = True,
+    actnorm_logscale_factor: float = 3.0,
 ) -> MultiScaleFlow:
     """Glow for images ``[C, H, W]`` of ``num_bins`` levels (see the module docstring).
 
@@ -326,6 +332,8 @@ def glow(
             networks, split priors, top prior); ``False`` gives plain zero-padded convolutions.
         shift_first: the affine coupling computes ``(x + shift) · scale``, as openai/glow's
             ``revnet2d_step`` (``False``: ``x · scale + shift``, RealNVP's order).
+        actnorm_logscale_factor: openai/glow's ``logscale_factor`` of every ActNorm (the
+            steps' and the coupling networks'): 3 stores log-scales divided by 3 (1: plain).
         coupling_context_channels: extra input channels of every coupling network, read from
             a context ``[B, n, H, W]`` at the coupling's scale (0: none, the unconditional
             Glow; :func:`~survae.architectures.conditional.conditional_glow` feeds a class
@@ -358,7 +366,8 @@ def glow(
             seed = level * num_steps + k
             step = glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed, edge_bias,
                              context_channels=coupling_context_channels,
-                             shift_first=shift_first)  # fmt: skip
+                             shift_first=shift_first,
+                             actnorm_logscale_factor=actnorm_logscale_factor)  # fmt: skip
             layers.append(step)
         if level < num_levels - 1:
             layers.append(glow_split(C, learn_split_prior, edge_bias))

@@ -199,3 +199,21 @@ def test_glow_log_prob_unchanged_by_folding(monkeypatch):
     reference = model.log_prob(x)
     assert torch.isfinite(reference).all()
     torch.testing.assert_close(folded, reference, rtol=1e-10, atol=1e-8)
+
+
+def test_actnorm_logscale_factor_keeps_the_network_function_and_folds():
+    """glow_net with openai/glow's actnorm logscale_factor 3: after the data-dependent start
+    the function equals the factor-1 network's, folded (training) and unfolded alike."""
+    from survae.nn.glow import GlowNet
+
+    torch.manual_seed(0)
+    a = GlowNet(4, 8, hidden_channels=16, zero_init_output=False)
+    b = GlowNet(4, 8, hidden_channels=16, zero_init_output=False, actnorm_logscale_factor=3.0)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(8, 4, 6, 6)
+    a.train(), b.train()
+    torch.testing.assert_close(b(x), a(x))  # data-dependent start, then the folded path
+    torch.testing.assert_close(b.norm1.logs * 3.0, a.norm1.logs)
+    torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-5)
+    a.eval(), b.eval()
+    torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-5)

@@ -155,3 +155,24 @@ def test_data_init_uses_global_batch_over_two_ranks():
     for _, loc, log_scale in results:
         torch.testing.assert_close(torch.tensor(loc), ref.loc.detach())
         torch.testing.assert_close(torch.tensor(log_scale), ref.log_scale.detach())
+
+
+def test_log_scale_factor_stores_the_log_scale_divided_and_keeps_the_function():
+    """openai/glow's logscale_factor: the parameter holds log_scale / factor; after the same
+    data-dependent initialisation both layers are the same function with the same log-det."""
+    from survae.transforms.bijections.actnorm import ActNorm
+
+    x = torch.randn(16, 3, 4, 4) * torch.tensor([0.5, 2.0, 3.0]).view(1, 3, 1, 1) + 1.0
+    plain, glow = ActNorm(3), ActNorm(3, log_scale_factor=3.0)
+    z1, ldj1 = plain(x)
+    z3, ldj3 = glow(x)
+    torch.testing.assert_close(glow.log_scale * 3.0, plain.log_scale)
+    torch.testing.assert_close(z3, z1)
+    torch.testing.assert_close(ldj3, ldj1)
+    torch.testing.assert_close(glow.inverse(z3), x, atol=1e-5, rtol=1e-5)
+    # the gradient reaches the stored parameter multiplied by the factor
+    glow(x)[1].sum().backward()
+    plain(x)[1].sum().backward()
+    torch.testing.assert_close(glow.log_scale.grad, 3.0 * plain.log_scale.grad)
+    with pytest.raises(ValueError, match="log_scale_factor must be > 0"):
+        ActNorm(3, log_scale_factor=0.0)
