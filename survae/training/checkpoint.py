@@ -4,11 +4,9 @@ that makes a resumed run continue bit for bit."""
 
 from __future__ import annotations
 
-import errno
 import os
 import random
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,10 +18,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
-from survae.training.run_folder import default_file_mode
-
-#: prefix of the temporary files of atomic writes; a killed write leaves one behind
-TMP_PREFIX = ".tmp-"
+from survae.training.run_folder import TMP_PREFIX, atomic_write
 
 
 def remove_orphan_temporaries(folder: str | os.PathLike) -> list[str]:
@@ -38,29 +33,9 @@ def remove_orphan_temporaries(folder: str | os.PathLike) -> list[str]:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``:
+    """``torch.save`` to ``path`` atomically (:func:`~survae.training.run_folder.atomic_write`):
     a reader never sees a half-written checkpoint, even if the process dies mid-write."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".ckpt", dir=folder)
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            raise OSError(
-                errno.ENOSPC,
-                f"no space left on the device of {folder} while writing {path}; the previous "
-                "version of that file is kept (free space, then resume the run)",
-            ) from None
-        raise
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True, suffix=".ckpt")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
 import socket
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
 
 from omegaconf import OmegaConf
 
 from survae.config_check import ConfigError
 
+#: prefix of the temporary files of atomic writes; a killed write leaves one behind
+TMP_PREFIX = ".tmp-"
 #: the resolved config of a run, read back by ``resume=RUN_FOLDER``
 CONFIG_RECORD = "run_config.yaml"
 LOCK_FILE = ".survae-run.lock"
@@ -27,21 +30,38 @@ _DATA_KEYS_NOT_IDENTITY = frozenset(
 )
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync, rename: never half written."""
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO[Any]], None], binary: bool, suffix: str
+) -> None:
+    """``write(f)`` into a temporary file beside ``path`` (``.tmp-*<suffix>``, the umask's
+    mode), fsync, then rename over ``path``: a reader never sees a half-written file, even if
+    the process dies mid-write. A full disk keeps the previous file and says so."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".txt", dir=os.path.dirname(path) or ".")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
     try:
         os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on the device of {folder} while writing {path}; the previous "
+                "version of that file is kept (free space, then resume the run)",
+            ) from None
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text), binary=False, suffix=".txt")
 
 
 def default_file_mode() -> int:
