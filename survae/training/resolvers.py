@@ -84,7 +84,7 @@ def stamp(*, _root_: Any) -> str:
     if os.environ.get(STAMP_ENV):
         return os.environ[STAMP_ENV]
     value = new_stamp()
-    if str(_select(_root_, "hydra.mode", "")).endswith("MULTIRUN"):
+    if _is_multirun(_root_):
         os.environ[STAMP_ENV] = value  # job processes (submitit, joblib) inherit it
     return value
 
