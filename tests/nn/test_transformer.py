@@ -149,6 +149,23 @@ def test_sigmoid_gelu_is_the_official_formula():
     assert (SigmoidGELU()(x) - torch.nn.functional.gelu(x)).abs().max() > 1e-3
 
 
+def test_sigmoid_gelu_fused_backward_is_the_product_forms_gradient():
+    from survae.nn.mlp import SigmoidGELU
+
+    act = SigmoidGELU()
+    x = torch.linspace(-8.0, 8.0, 41, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(act, (x,))
+    # against autograd of the product form, in float64 and float32
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        x = torch.randn(4, 7, 33, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        x = (x * 4.0).requires_grad_(True)
+        grad_out = torch.randn_like(x)
+        (fused,) = torch.autograd.grad(act(x), x, grad_out)
+        (product,) = torch.autograd.grad(x * torch.sigmoid(1.702 * x), x, grad_out)
+        torch.testing.assert_close(fused, product, rtol=tol, atol=tol)
+        torch.testing.assert_close(act(x), x * torch.sigmoid(1.702 * x), rtol=tol, atol=tol)
+
+
 def test_activation_option_reaches_the_blocks():
     from survae.nn.mlp import SigmoidGELU
 
