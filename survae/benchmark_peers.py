@@ -6,22 +6,35 @@ architecture and parameter count, and times one training step (``zero_grad`` →
 with the libraries in a different order in each round (rotated), so that every ratio compares
 steps measured back to back. A library that is not installed is skipped with a message.
 
-Models (the speed issue's three):
+Models (the speed issue's three, the MAF in two variants):
 
 * ``toy``: 2-D, 4 affine couplings (one coordinate conditions the other, swapped between
   couplings), MLP 1 → 200 → 100 → 2 with ReLU, batch 128 (82,808 parameters);
 * ``maf``: MAF (5) on 6-D data (POWER's shape), MADE with hidden layers [100, 100], batch norm
   after each MADE, order reversed between them, batch 100 (nflows); zuko has no batch norm and
   normflows' cannot be inverted inside its ``log_prob``, so they are compared with survae's MAF
-  without batch norm (``maf_nobn``).
+  without batch norm (``maf_nobn``);
+* ``glow``: a small Glow on ``1×28×28`` images, batch 32: L = 2 levels of K = 4 steps
+  (actnorm → invertible 1×1 convolution → affine coupling), a squeeze before each level and,
+  after the first, half the channels factored out to N(0, I); top latent ``8×7×7`` under
+  N(0, I). Coupling networks 3×3 conv → ReLU → 1×1 conv → ReLU → zero-initialised 3×3 conv,
+  128 hidden channels (218,624 parameters in survae). survae's is Glow's network (an actnorm
+  after each hidden convolution, folded into it, and a learned output scale); normflows has
+  the actnorms but no output scale (−48 parameters), nflows and FrEIA take a plain biased
+  network (nflows −2,048 with the bias of its 1×1 convolution, FrEIA −2,096). FrEIA's
+  ``AllInOneBlock`` is its whole step: coupling, then a global affine map (its actnorm) and a
+  channel mixing, here ``C`` learned Householder reflections (``C²`` parameters, as the 1×1
+  convolution). zuko has no image layers, so it has no Glow.
 
 Each library's own affine parameterisation is kept (nflows: ``sigmoid(s + 2) + 1e-3``,
-normflows: ``exp``, FrEIA: soft-clamped ``exp``); the step's cost is dominated by the networks.
+normflows: ``exp`` (``sigmoid(s + 2)`` in Glow), FrEIA: soft-clamped ``exp``); the step's cost
+is dominated by the networks.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +46,22 @@ from torch import nn
 #: the peers and the module that must be importable for each
 PEERS: dict[str, str] = {"nflows": "nflows", "normflows": "normflows", "zuko": "zuko",
                          "FrEIA": "FrEIA"}  # fmt: skip
-#: model → (batch, data dimension)
-PEER_MODELS: dict[str, tuple[int, int]] = {"toy": (128, 2), "maf": (100, 6), "maf_nobn": (100, 6)}
+#: model → (batch, shape of one example)
+PEER_MODELS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "toy": (128, (2,)),
+    "maf": (100, (6,)),
+    "maf_nobn": (100, (6,)),
+    "glow": (32, (1, 28, 28)),
+}
+#: the small Glow: levels (L), steps per level (K), hidden channels of the coupling networks
+GLOW_LEVELS, GLOW_STEPS, GLOW_HIDDEN = 2, 4, 128
+#: per model, why the libraries' parameter counts differ (under the markdown table)
+PEER_NOTES: dict[str, str] = {
+    "glow": "survae's coupling networks are Glow's (an actnorm after each hidden convolution, "
+    "a learned output scale); normflows' have the actnorms but no output scale, nflows' and "
+    "FrEIA's are plain biased convolutions (nflows' 1×1 convolution has a bias); zuko has no "
+    "image layers",
+}
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,6 +78,21 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers[:-1])
 
 
+def _conv_net(in_channels: int, out_channels: int, hidden: int = GLOW_HIDDEN) -> nn.Sequential:
+    """Glow's coupling network shape with plain biased convolutions: 3×3 conv → ReLU → 1×1
+    conv → ReLU → 3×3 conv, the last zero-initialised (each coupling starts as a fixed map)."""
+    out = nn.Conv2d(hidden, out_channels, 3, padding=1)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, hidden, 1),
+        nn.ReLU(),
+        out,
+    )
+
+
 class _ContextMLP(nn.Module):
     """An MLP called as ``net(x, context)`` (nflows' coupling networks take a context)."""
 
@@ -60,6 +102,29 @@ class _ContextMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)
+
+
+class _ContextConvNet(nn.Module):
+    """:func:`_conv_net` called as ``net(x, context)`` (nflows' coupling networks)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.net = _conv_net(in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
+def _glow_shapes() -> list[tuple[int, int, int]]:
+    """Shape ``(C, H, W)`` of each level of the small Glow after its squeeze, data side first:
+    ``[(4, 14, 14), (8, 7, 7)]`` (the split after each level but the last halves C)."""
+    c, h, w = PEER_MODELS["glow"][1]
+    shapes = []
+    for _ in range(GLOW_LEVELS):
+        c, h, w = 4 * c, h // 2, w // 2
+        shapes.append((c, h, w))
+        c //= 2
+    return shapes
 
 
 # --------------------------------------------------------------------------- builders
@@ -81,6 +146,22 @@ def _survae(model: str) -> tuple[nn.Module, LogProb]:
         }
         spec["layers"] = spec["layers"][:-1]
         flow = build_model(spec, (2,))
+    elif model == "glow":
+        # the steps of the glow builder's glow_step with its defaults: actnorm, conv1x1, affine
+        # coupling (sigmoid(s + 2)) with glow_net (inner actnorms folded into its convolutions)
+        net = {"name": "glow_net", "hidden_channels": GLOW_HIDDEN}
+        layers: list[dict[str, Any]] = []
+        for level, (c, _, _) in enumerate(_glow_shapes()):
+            layers.append({"name": "squeeze"})
+            for _ in range(GLOW_STEPS):
+                layers += [
+                    {"name": "actnorm", "num_channels": c},
+                    {"name": "conv1x1", "num_channels": c},
+                    {"name": "affine_coupling", "num_channels": c, "net": net},
+                ]
+            if level < GLOW_LEVELS - 1:
+                layers.append({"name": "slice", "num_channels": c, "num_keep": c // 2})
+        flow = build_model({"layers": layers}, PEER_MODELS["glow"][1])
     else:
         spec = {"architecture": "maf", "num_layers": 5, "hidden": [100, 100]}
         spec["batch_norm"] = model == "maf"
@@ -99,6 +180,22 @@ def _nflows(model: str) -> tuple[nn.Module, LogProb] | None:
                 transforms.AffineCouplingTransform(mask, lambda a, b: _ContextMLP([a, 200, 100, b]))
             )
         base = distributions.StandardNormal([2])
+    elif model == "glow":
+        # output: the factored-out channels and the top latent, flattened
+        multiscale = transforms.MultiscaleCompositeTransform(GLOW_LEVELS)
+        for c, h, w in _glow_shapes():
+            mask = torch.tensor([-1] * (c // 2) + [1] * (c - c // 2))
+            steps: list[Any] = [transforms.SqueezeTransform()]
+            for _ in range(GLOW_STEPS):
+                steps += [
+                    transforms.ActNorm(c),
+                    transforms.OneByOneConvolution(c),
+                    transforms.AffineCouplingTransform(mask, _ContextConvNet),
+                ]
+            multiscale.add_transform(transforms.CompositeTransform(steps), (c, h, w))
+        base = distributions.StandardNormal([math.prod(PEER_MODELS["glow"][1])])
+        flow = flows.Flow(multiscale, base)
+        return flow, flow.log_prob
     else:
         for i in range(5):
             layers.append(
@@ -127,6 +224,23 @@ def _normflows(model: str) -> tuple[nn.Module, LogProb] | None:
         base = nf.distributions.DiagGaussian(2, trainable=False)
     elif model == "maf":
         return None  # normflows' BatchNorm has no inverse, which its log_prob runs
+    elif model == "glow":
+        # lists in sampling order, top level first: its K Glow blocks then the squeeze (whose
+        # forward unsqueezes); a Merge joins the factored-out channels; one base per latent
+        shapes = _glow_shapes()[::-1]
+        levels = [
+            [
+                *(nf.flows.GlowBlock(c, GLOW_HIDDEN, use_lu=False, net_actnorm=True)
+                  for _ in range(GLOW_STEPS)),
+                nf.flows.Squeeze(),
+            ]
+            for c, _, _ in shapes
+        ]  # fmt: skip
+        latents = [shapes[0]] + [(c // 2, h, w) for c, h, w in shapes[1:]]
+        bases = [nf.distributions.DiagGaussian(z, trainable=False) for z in latents]
+        merges = [nf.flows.Merge() for _ in shapes[1:]]
+        ms = nf.MultiscaleFlow(bases, levels, merges, class_cond=False)
+        return ms, lambda x: ms.log_prob(x, None)
     else:
         for i in range(5):
             layers.append(
@@ -143,16 +257,21 @@ def _zuko(model: str) -> tuple[nn.Module, LogProb] | None:
     import zuko
 
     if model != "maf_nobn":
-        return None  # zuko has no batch norm; its coupling flows are not this toy model
+        # zuko has no batch norm; its coupling flows are not this toy model; it has no image
+        # layers (squeeze, 1×1 convolution, convolutional couplings, multi-scale split): no Glow
+        return None
     flow = zuko.flows.MAF(6, transforms=5, hidden_features=(100, 100))
     return flow, lambda x: flow().log_prob(x)
 
 
 def _freia(model: str) -> tuple[nn.Module, LogProb] | None:
-    if model != "toy":
+    if model not in ("toy", "glow"):
         return None  # FrEIA has no masked autoregressive flow
     import FrEIA.framework as ff
     import FrEIA.modules as fm
+
+    if model == "glow":
+        return _freia_glow(ff, fm)
 
     inn = ff.SequenceINN(2)
     for i in range(4):
@@ -166,6 +285,37 @@ def _freia(model: str) -> tuple[nn.Module, LogProb] | None:
     def log_prob(x: torch.Tensor) -> torch.Tensor:
         z, log_jac = inn(x)
         return -0.5 * z.square().sum(1) + log_norm + log_jac
+
+    return inn, log_prob
+
+
+def _freia_glow(ff: Any, fm: Any) -> tuple[nn.Module, LogProb]:
+    """The small Glow as a FrEIA graph: i-RevNet squeezes, ``AllInOneBlock`` steps (coupling,
+    global affine, ``C`` learned Householder reflections), a ``Split`` whose second half is
+    an output."""
+    shape = PEER_MODELS["glow"][1]
+    nodes: list[Any] = [ff.InputNode(*shape, name="x")]
+    outputs: list[Any] = []
+    prev: Any = nodes[0]
+    for level, (c, _, _) in enumerate(_glow_shapes()):
+        nodes.append(ff.Node(prev, fm.IRevNetDownsampling, {}))
+        for _ in range(GLOW_STEPS):
+            block = {"subnet_constructor": _conv_net, "learned_householder_permutation": c}
+            nodes.append(ff.Node(nodes[-1], fm.AllInOneBlock, block))
+        prev = nodes[-1]
+        if level < GLOW_LEVELS - 1:
+            split = ff.Node(prev, fm.Split, {"section_sizes": [c // 2, c - c // 2], "dim": 0})
+            nodes.append(split)
+            outputs.append(ff.OutputNode(split.out1))
+            prev = split.out0
+    outputs.append(ff.OutputNode(prev))
+    inn = ff.GraphINN(nodes + outputs)
+    log_norm = -0.5 * math.prod(shape) * math.log(2 * math.pi)
+
+    def log_prob(x: torch.Tensor) -> torch.Tensor:
+        zs, log_jac = inn(x)
+        sq = sum(z.square().flatten(1).sum(1) for z in zs)
+        return -0.5 * sq + log_norm + log_jac
 
     return inn, log_prob
 
@@ -195,7 +345,7 @@ def _step_timer(module: nn.Module, log_prob: LogProb, x: torch.Tensor) -> Callab
 
 
 def run_peers(
-    models: Sequence[str] = ("toy", "maf", "maf_nobn"),
+    models: Sequence[str] = ("toy", "maf", "maf_nobn", "glow"),
     *,
     rounds: int = 5,
     steps: int = 30,
@@ -210,8 +360,8 @@ def run_peers(
     torch.set_num_threads(int(threads))
     report: dict[str, Any] = {"skipped": {p: "not installed" for p in PEERS if not installed(p)}}
     for name in models:
-        batch, dim = PEER_MODELS[name]
-        x = torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed))
+        batch, shape = PEER_MODELS[name]
+        x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
         timers: dict[str, Callable[[], float]] = {}
         params: dict[str, int] = {}
         for lib, build in BUILDERS.items():
@@ -253,7 +403,8 @@ def run_peers(
 
 def peers_markdown(report: dict[str, Any]) -> str:
     """The comparison as a markdown table: per model and library, parameters, median ms per
-    step, and the median ratio peer / survae with its range (> 1: survae faster)."""
+    step, and the median ratio peer / survae with its range (> 1: survae faster); under it,
+    per model whose libraries' parameter counts differ, each difference and its reason."""
     lines = [
         "| model | library | params | train ms (median of rounds) | peer / survae (median) "
         "| range |",
@@ -272,4 +423,21 @@ def peers_markdown(report: dict[str, Any]) -> str:
             )
     for lib, why in report.get("skipped", {}).items():
         lines.append(f"| | {lib} | skipped: {why} | | | |")
+    notes = []
+    for name, entry in report.items():
+        if name == "skipped" or "survae" not in entry["params"]:
+            continue
+        ours = entry["params"]["survae"]
+        diffs = [
+            f"{lib} {n - ours:+,} ({100 * (n - ours) / ours:+.2f} %)"
+            for lib, n in entry["params"].items()
+            if n != ours
+        ]
+        if diffs:
+            why = f": {PEER_NOTES[name]}" if name in PEER_NOTES else ""
+            notes.append(
+                f"`{name}`: parameters against survae's {ours:,}: {', '.join(diffs)}{why}."
+            )
+    if notes:
+        lines += ["", *notes]
     return "\n".join(lines) + "\n"

@@ -362,3 +362,61 @@ def test_peer_models_compute_a_density():
             lp = log_prob(x)
         assert lp.shape == (64,) and torch.isfinite(lp).all(), lib
         assert abs(lp.mean().item() + 2.84) < 2.0, (lib, lp.mean().item())
+
+
+#: the small Glow's parameters per library: survae's (Glow's coupling network: an actnorm after
+#: each hidden convolution, a learned output scale) minus, over the 4 + 4 steps of 4 and 8
+#: channels with 128 hidden ones: normflows no output scale (C per step), nflows plain biased
+#: convolutions with a biased 1×1 convolution (2·128 per step), FrEIA plain biased
+#: convolutions (2·128 + C per step)
+GLOW_PARAMS = {
+    "survae": 218_624,
+    "normflows": 218_624 - 4 * (4 + 8),
+    "nflows": 218_624 - 8 * 2 * 128,
+    "FrEIA": 218_624 - 8 * 2 * 128 - 4 * (4 + 8),
+}
+
+
+@pytest.mark.parametrize("lib", sorted(GLOW_PARAMS))
+def test_peer_glow_builds_with_matched_parameters_and_a_density(lib):
+    """The small Glow in each installed library: the expected parameter count, and at
+    initialisation (data-initialised actnorms, near-identity couplings) a log-density of
+    N(0, I) data near that of N(0, I) itself (784 · −1.42)."""
+    from survae import benchmark_peers as bp
+
+    if lib != "survae":
+        pytest.importorskip(bp.PEERS[lib])
+    torch.manual_seed(0)
+    module, log_prob = bp.BUILDERS[lib]("glow")
+    module.train()
+    assert sum(p.numel() for p in module.parameters() if p.requires_grad) == GLOW_PARAMS[lib]
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        lp = log_prob(x)
+    assert lp.shape == (4,) and torch.isfinite(lp).all()
+    reference = (-0.5 * (x.square() + math.log(2 * math.pi))).flatten(1).sum(1)
+    assert (lp - reference).abs().max() < 40.0, (lp, reference)
+
+
+def test_peer_glow_timing_runs_in_every_installed_library(monkeypatch):
+    from survae import benchmark_peers as bp
+
+    if bp.installed("zuko"):  # no image layers: no Glow
+        assert bp.BUILDERS["zuko"]("glow") is None
+    monkeypatch.setitem(bp.PEER_MODELS, "glow", (2, (1, 28, 28)))
+    threads = torch.get_num_threads()
+    try:
+        report = bp.run_peers(["glow"], rounds=1, steps=1, warmup=0)
+    finally:
+        torch.set_num_threads(threads)
+    entry = report["glow"]
+    libs = ["survae"] + [lib for lib in ("nflows", "normflows", "FrEIA") if bp.installed(lib)]
+    assert entry["batch"] == 2 and sorted(entry["ms"]) == sorted(libs)
+    assert {lib: entry["params"][lib] for lib in libs} == {lib: GLOW_PARAMS[lib] for lib in libs}
+    assert all(len(v) == 1 and v[0] > 0 for v in entry["ms"].values())
+    md = bp.peers_markdown(report)
+    assert "| `glow` | survae | 218,624 |" in md
+    if len(libs) > 1:  # the differing counts are noted under the table, with the reason
+        note = next(line for line in md.splitlines() if line.startswith("`glow`: parameters"))
+        assert f"{libs[1]} {GLOW_PARAMS[libs[1]] - 218_624:+,}" in note
+        assert bp.PEER_NOTES["glow"] in note
