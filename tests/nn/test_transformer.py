@@ -99,8 +99,15 @@ def test_self_attention_matches_torch_multihead_attention():
         mha.in_proj_bias.copy_(attn.in_proj.bias)
         mha.out_proj.weight.copy_(attn.out_proj.weight)
         mha.out_proj.bias.copy_(attn.out_proj.bias)
-    x = torch.randn(2, 5, 16)
-    torch.testing.assert_close(attn(x), mha(x, x, x, need_weights=False)[0])
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    ours, theirs = attn(x), mha(x, x, x, need_weights=False)[0]
+    torch.testing.assert_close(ours, theirs)
+    # the CPU path's transposed products: same gradients for the input and every weight
+    grad_out = torch.randn_like(ours)
+    g_ours = torch.autograd.grad(ours, (x, attn.in_proj.weight, attn.out_proj.weight), grad_out)
+    g_theirs = torch.autograd.grad(theirs, (x, mha.in_proj_weight, mha.out_proj.weight), grad_out)
+    for a, b in zip(g_ours, g_theirs):
+        torch.testing.assert_close(a, b)
 
 
 def test_wrong_input_raises_shape_error():
