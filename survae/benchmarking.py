@@ -709,12 +709,15 @@ def run_official(
     rounds: int = 3,
     timeout: float | None = None,
     log: Callable[[str], None] = lambda s: None,
+    features: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """survae against the official code, back to back: per workload, ``rounds`` rounds of one
     survae measurement and one official measurement (each in its own process, same batch,
     steps, warm-up and threads), the order alternating between rounds. Returns per workload the
     per-round medians, the per-round ratios ``official ms / survae ms`` (> 1: survae faster)
-    and their median with minimum and maximum."""
+    and their median with minimum and maximum. ``features`` switches survae speed features on
+    for survae's side (e.g. ``["compile"]``; none by default); the report names them, and a
+    compiled side reports its one-time compilation seconds (never part of the timed steps)."""
     official = Path(official).resolve()
     if not (official / "survae" / "flows").is_dir() or not (official / "experiments").is_dir():
         raise ValueError(f"--official {official}: not a checkout of the official SurVAE code")
@@ -729,7 +732,7 @@ def run_official(
         ours_spec = {
             **common,
             "workload": workload,
-            "features": [],
+            "features": list(features),
             "overrides": [*common.get("overrides", []), *info["overrides"]],
             "evaluate": False,
             "flops": False,
@@ -744,7 +747,10 @@ def run_official(
             "threads": common["threads"],
             "seed": common.get("seed", 0),
         }
-        entry: dict[str, Any] = {"survae": [], "official": [], "ratios": [], "order": []}
+        entry: dict[str, Any] = {
+            "survae": [], "official": [], "ratios": [], "order": [],
+            "survae_features": list(features),
+        }  # fmt: skip
         for r in range(rounds):
             order = ("survae", "official") if r % 2 == 0 else ("official", "survae")
             got: dict[str, dict[str, Any]] = {}
@@ -783,6 +789,9 @@ def run_official(
             entry["official_ms"] = spread([g["train_ms_median"] for g in entry["official"]])
             first = entry["survae"][0], entry["official"][0]
             entry["params"] = {"survae": first[0]["params"], "official": first[1]["params"]}
+            compile_s = [g["compile_s"] for g in entry["survae"] if g.get("compile_s") is not None]
+            if compile_s:
+                entry["survae_compile_s"] = spread(compile_s)
             entry["loss_value"] = {
                 "survae": first[0]["loss_value"],
                 "official": first[1]["loss_value"],
@@ -807,8 +816,13 @@ def official_markdown(report: Mapping[str, Mapping[str, Any]]) -> str:
         q, p, lv = e["ratio"], e["params"], e["loss_value"]
         m = e.get("ratio_of_minima")
         fastest = f"{m['median']:.2f} ({m['min']:.2f}–{m['max']:.2f})" if m else "–"
+        label = f"`{name}`"
+        if e.get("survae_features"):
+            label += ", survae + " + " + ".join(e["survae_features"])
+        if e.get("survae_compile_s"):
+            label += f" ({e['survae_compile_s']['median']:.1f} s compilation, untimed)"
         lines.append(
-            f"| `{name}` | {p['survae']:,} / {p['official']:,} "
+            f"| {label} | {p['survae']:,} / {p['official']:,} "
             f"| {_fmt_ms(e['survae_ms']['median'])} | {_fmt_ms(e['official_ms']['median'])} "
             f"| **{q['median']:.2f}** | {q['min']:.2f}–{q['max']:.2f} | {fastest} "
             f"| {len(e['ratios'])} "
@@ -1063,7 +1077,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             raise SystemExit("--rounds must be at least 1")
         if args.workloads == "paper":
             names = list(OFFICIAL_WORKLOADS)
-        report = run_official(names, args.official, common, args.rounds, args.timeout, log)
+        report = run_official(
+            names, args.official, common, args.rounds, args.timeout, log, features=selected
+        )
         return _write_report(args, {"official": report}, lambda: official_markdown(report))
     report: dict[str, Any] = {}
     for name in names:

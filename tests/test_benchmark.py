@@ -302,6 +302,41 @@ def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_p
         benchmarking.run_official(["abs_flow_eight_gaussians"], tmp_path, common)
 
 
+def test_back_to_back_survae_speed_features_reach_survae_side_and_are_named(monkeypatch, tmp_path):
+    """``--official --compile``: survae's side runs with compile on, the official side is
+    unchanged, and the table names the feature and its (untimed) compilation seconds."""
+    official = tmp_path / "official"
+    (official / "survae" / "flows").mkdir(parents=True)
+    (official / "experiments").mkdir()
+    seen = []
+
+    def fake_ours(spec, timeout):
+        seen.append(spec["features"])
+        return {"train_ms_median": 2.0, "train_ms_min": 2.0, "params": 5, "loss_value": 1.0,
+                "compile_s": 9.25}  # fmt: skip
+
+    def fake_theirs(spec, x, timeout):
+        assert "features" not in spec
+        return {"train_ms_median": 3.0, "train_ms_min": 3.0, "params": 5, "loss_value": 1.0}
+
+    monkeypatch.setattr(benchmarking, "_run_child", fake_ours)
+    monkeypatch.setattr(benchmarking, "_run_official_child", fake_theirs)
+    common = {"steps": 1, "warmup": 0, "threads": 1, "batch": 4, "seed": 0, "overrides": []}
+    report = benchmarking.run_official(
+        ["abs_flow_eight_gaussians"], official, common, rounds=2, features=["compile"]
+    )
+    assert seen == [["compile"], ["compile"]]
+    entry = report["abs_flow_eight_gaussians"]
+    assert entry["survae_features"] == ["compile"] and entry["ratio"]["median"] == 1.5
+    assert entry["survae_compile_s"]["median"] == 9.25
+    md = benchmarking.official_markdown(report)
+    assert "survae + compile (9.2 s compilation, untimed)" in md
+    # without features: no label, and survae's side runs with none
+    seen.clear()
+    plain = benchmarking.run_official(["abs_flow_eight_gaussians"], official, common, rounds=1)
+    assert seen == [[]] and "survae +" not in benchmarking.official_markdown(plain)
+
+
 OFFICIAL = Path("/work/official_survae")
 
 
