@@ -26,7 +26,8 @@ Models (the speed issue's three, the MAF in two variants):
   channel mixing, here ``C`` learned Householder reflections (``C²`` parameters, as the 1×1
   convolution). zuko has no image layers, so it has no Glow.
 
-Each library's own affine parameterisation is kept (nflows: ``sigmoid(s + 2) + 1e-3``,
+Each library's own default affine parameterisation is kept (survae: ``sigmoid(s + 2)``,
+Glow's, as ``affine_coupling``'s default; nflows: ``sigmoid(s + 2) + 1e-3``,
 normflows: ``exp`` (``sigmoid(s + 2)`` in Glow), FrEIA: soft-clamped ``exp``); the step's cost
 is dominated by the networks.
 """
@@ -138,7 +139,6 @@ def _survae(model: str) -> tuple[nn.Module, LogProb]:
                     "name": "affine_coupling",
                     "num_channels": 2,
                     "net": {"name": "mlp", "hidden": [200, 100]},
-                    "scale_fn": "softplus",
                 },
                 {"name": "reverse"},
             ]
