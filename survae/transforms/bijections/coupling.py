@@ -39,28 +39,10 @@ from survae.transforms.base import Bijection
 from survae.utils import sum_except_batch
 
 
-class _LogSoftplus(torch.autograd.Function):
-    """``log(softplus(s))`` with a three-kernel backward ``sigmoid(s) / softplus(s)`` (autograd
-    records about ten kernels for the guarded forward). ``log(softplus(s))`` underflows for very
-    negative ``s``, where it equals ``s`` to float precision; there the forward returns ``s``
-    and the derivative, evaluated at the clamp, is 1 to float precision."""
-
-    @staticmethod
-    def forward(ctx, s: torch.Tensor) -> torch.Tensor:
-        clamped = s.clamp(min=-20.0)
-        softplus = F.softplus(clamped)
-        ctx.save_for_backward(clamped, softplus)
-        return torch.where(s > -20.0, softplus.log(), s)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        clamped, softplus = ctx.saved_tensors
-        return grad * torch.sigmoid(clamped) / softplus
-
-
 def _log_softplus(s: torch.Tensor) -> torch.Tensor:
-    return _LogSoftplus.apply(s)
+    # log(softplus(s)) underflows for very negative s, where it equals s to float precision.
+    safe = F.softplus(s.clamp(min=-20.0)).log()
+    return torch.where(s > -20.0, safe, s)
 
 
 #: maps from the network's unconstrained output to ``log(scale)``
