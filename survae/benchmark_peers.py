@@ -11,7 +11,8 @@ Models (the speed issue's three, the MAF in two variants):
 * ``toy``: 2-D, 4 affine couplings (one coordinate conditions the other, swapped between
   couplings), MLP 1 → 200 → 100 → 2 with ReLU, batch 128 (82,808 parameters);
 * ``maf``: MAF (5) on 6-D data (POWER's shape), MADE with hidden layers [100, 100], batch norm
-  after each MADE, order reversed between them, batch 100 (nflows); zuko has no batch norm and
+  after each MADE, order reversed between them, batch 100 (nflows); survae's is the ``maf_*``
+  experiments' model, with the paper's unbounded log-scale; zuko has no batch norm and
   normflows' cannot be inverted inside its ``log_prob``, so they are compared with survae's MAF
   without batch norm (``maf_nobn``);
 * ``glow``: a small Glow on ``1×28×28`` images, batch 32: L = 2 levels of K = 4 steps
@@ -163,8 +164,9 @@ def _survae(model: str) -> tuple[nn.Module, LogProb]:
                 layers.append({"name": "slice", "num_channels": c, "num_keep": c // 2})
         flow = build_model({"layers": layers}, PEER_MODELS["glow"][1])
     else:
+        # the maf experiments' model (configs/model/maf.yaml): the paper's unbounded log-scale
         spec = {"architecture": "maf", "num_layers": 5, "hidden": [100, 100]}
-        spec["batch_norm"] = model == "maf"
+        spec.update(batch_norm=model == "maf", log_scale_bound=None)
         flow = build_model(spec, (6,))
     return flow, flow.log_prob
 

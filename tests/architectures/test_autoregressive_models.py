@@ -201,3 +201,20 @@ def test_small_model_learns_gaussian_mixture(arch, dim):
     with torch.no_grad():
         after = -model.log_prob(data).mean().item()
     assert after < before - 0.3 * dim, (before, after)
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    ["maf_power", "maf_gas", "maf_hepmass", "maf_miniboone", "maf_bsds300", "maf_mnist"],
+)
+def test_maf_paper_experiments_use_the_papers_unbounded_log_scale(experiment):
+    """The paper's MADE log-scale is unbounded; survae's soft clamp is an option, not the
+    paper experiments' default."""
+    from survae.benchmarking import compose_experiment
+
+    cfg = compose_experiment(experiment)
+    assert cfg["model"]["architecture"] == "maf"
+    assert cfg["model"]["log_scale_bound"] is None
+    flow = build_model(dict(cfg["model"]), (6,))
+    layers = [m for m in flow.modules() if isinstance(m, MaskedAffineAutoregressive)]
+    assert layers and all(layer.log_scale_bound is None for layer in layers)
