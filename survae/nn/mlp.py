@@ -28,6 +28,7 @@ class _SigmoidGELUFunction(torch.autograd.Function):
         return F.silu(z).div_(_GELU_SIGMOID_SLOPE)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (z,) = ctx.saved_tensors
         return torch.ops.aten.silu_backward(grad, z)

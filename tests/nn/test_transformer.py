@@ -171,6 +171,11 @@ def test_sigmoid_gelu_fused_backward_is_the_product_forms_gradient():
         (product,) = torch.autograd.grad(x * torch.sigmoid(1.702 * x), x, grad_out)
         torch.testing.assert_close(fused, product, rtol=tol, atol=tol)
         torch.testing.assert_close(act(x), x * torch.sigmoid(1.702 * x), rtol=tol, atol=tol)
+    # second derivatives are not provided: asking for one fails instead of returning a wrong one
+    x = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(act(x).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
 
 
 def test_activation_option_reaches_the_blocks():
