@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Default run and a 4-job local sweep, before (threads=2: torch's default on this 2-core machine)
 # and after (threads=auto), on an idle machine and with two background CPU burners.
-# Usage: experiments/benchmarks/threads_measure.sh OUT_DIR [STEPS]   (RUN=path/to/run.py to override)
+# Usage: experiments/benchmarks/threads_measure.sh OUT_DIR [STEPS]   (RUN=path/to/run.py to override;
+#        WHICH="after" measures only threads=auto, WHICH="before" only threads=2)
 set -u
 OUT=${1:?output folder}; STEPS=${2:-1000}
-RUN=${RUN:-run.py}; PY=${PY:-.venv/bin/python}
+RUN=${RUN:-run.py}; PY=${PY:-.venv/bin/python}; WHICH=${WHICH:-before after}
 mkdir -p "$OUT"; unset OMP_NUM_THREADS MKL_NUM_THREADS
 summ() {  # folder label wall
   "$PY" - "$@" <<'PY'
@@ -35,8 +36,10 @@ for load in idle loaded; do
   if [ $load = loaded ]; then
     for i in 1 2; do "$PY" -c 'while True: pass' & pids+=($!); done
   fi
-  one "default_${load}_before" 2; one "default_${load}_after" auto
-  sweep "sweep4_${load}_before" 2; sweep "sweep4_${load}_after" auto
+  for which in $WHICH; do
+    if [ "$which" = before ]; then threads=2; else threads=auto; fi
+    one "default_${load}_${which}" "$threads"; sweep "sweep4_${load}_${which}" "$threads"
+  done
   for p in "${pids[@]}"; do kill "$p"; done
 done
 grep -h "threads:" "$OUT"/*.log "$OUT"/*/.submitit/*/*.out 2>/dev/null | sort | uniq -c
