@@ -7,6 +7,7 @@ from torch import nn
 
 from survae.errors import check_shape
 from survae.nn.build import zero_init_
+from survae.nn.conv import Conv2d
 from survae.nn.mlp import activation
 from survae.registry import register
 
@@ -37,10 +38,10 @@ class ConvNet(nn.Module):
         layers: list[nn.Module] = []
         c = in_channels
         for _ in range(num_layers):
-            layers += [nn.Conv2d(c, hidden_channels, kernel_size, padding=pad)]
+            layers += [Conv2d(c, hidden_channels, kernel_size, padding=pad)]
             layers.append(activation(activation_name))
             c = hidden_channels
-        out = nn.Conv2d(c, out_channels, kernel_size, padding=pad)
+        out = Conv2d(c, out_channels, kernel_size, padding=pad)
         layers.append(zero_init_(out) if zero_init_output else out)
         self.net = nn.Sequential(*layers)
 

@@ -22,11 +22,12 @@ from torch.nn import functional as F
 
 from survae.errors import ShapeError, check_shape
 from survae.nn.build import zero_init_
+from survae.nn.conv import Conv2d
 from survae.nn.dropout import Dropout
 from survae.registry import register
 
 
-class WeightNormConv2d(nn.Conv2d):
+class WeightNormConv2d(Conv2d):
     """``nn.Conv2d`` with weight normalisation (Salimans & Kingma 2016), as the official Flow++
     ImageNet code's ``conv2d`` and ``dense``: the kernel is ``g · V / ‖V‖`` with one norm per
     output channel (over its input channels and taps). ``weight`` holds ``V``, ``weight_g`` the
@@ -49,7 +50,7 @@ def conv2d(
     in_channels: int, out_channels: int, kernel_size: int, weight_norm: bool = False
 ) -> nn.Conv2d:
     """A same-padded convolution, weight-normalised if ``weight_norm``."""
-    cls = WeightNormConv2d if weight_norm else nn.Conv2d
+    cls = WeightNormConv2d if weight_norm else Conv2d
     return cls(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
 
 

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from survae.errors import check_shape
 from survae.nn.build import zero_init_
+from survae.nn.conv import Conv2d
 from survae.registry import register
 
 
@@ -121,7 +122,7 @@ class ZeroConv2d(nn.Module):
         edge_bias: bool = False,
     ):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.conv = Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         if zero_init:
             zero_init_(self.conv)
         self.edge = EdgeBias(out_channels, kernel_size) if edge_bias and kernel_size > 1 else None
@@ -165,7 +166,7 @@ class GlowNet(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         h = hidden_channels
         f = actnorm_logscale_factor
-        self.conv1 = nn.Conv2d(in_channels, h, 3, padding=1, bias=not actnorm)
+        self.conv1 = Conv2d(in_channels, h, 3, padding=1, bias=not actnorm)
         self.norm1 = ActNorm2d(h, logscale_factor=f) if actnorm else nn.Identity()
         self.conv2 = nn.Conv2d(h, h, 1, bias=not actnorm)
         self.norm2 = ActNorm2d(h, logscale_factor=f) if actnorm else nn.Identity()

@@ -9,6 +9,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from survae.errors import check_shape
 from survae.nn.build import zero_init_
+from survae.nn.conv import Conv2d
 from survae.registry import register
 
 _NORMS = ("batch", "weight", "none")
@@ -20,7 +21,7 @@ def _check_norm(norm: str) -> None:
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> nn.Module:
-    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+    conv = Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
     return weight_norm(conv) if norm == "weight" else conv
 
 
@@ -78,7 +79,7 @@ class ResNet(nn.Module):
             *[ResidualBlock(hidden_channels, norm, kernel_size) for _ in range(num_blocks)]
         )
         self.out_norm = _norm(hidden_channels, norm)
-        self.out = nn.Conv2d(hidden_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.out = Conv2d(hidden_channels, out_channels, kernel_size, padding=kernel_size // 2)
         if zero_init_output:
             zero_init_(self.out)
 
