@@ -2,9 +2,13 @@
 
 ``scripts/benchmark.py --peers`` builds each model in every installed library with the same
 architecture and parameter count, and times one training step (``zero_grad`` →
-``-log_prob(x).mean()`` → ``backward`` → Adam step) on one fixed batch, all in this process,
-with the libraries in a different order in each round (rotated), so that every ratio compares
-steps measured back to back. A library that is not installed is skipped with a message.
+``-log_prob(x).mean()`` → ``backward`` → Adam step) on one fixed batch, with the libraries in
+a different order in each round (rotated), so that every ratio compares steps measured back to
+back. Each library's model lives in its own process (as its users run it), kept between rounds:
+in one shared process the timing of a library depended on what the others had allocated before
+(glibc returned freed heap memory to the system, and the next step paid ~9,000 page faults);
+``--in-process`` runs them all in the benchmark's process instead. A library that is not
+installed is skipped with a message.
 
 Models (the speed issue's three, the MAF in two variants):
 
@@ -37,8 +41,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import multiprocessing
 import statistics
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -346,6 +352,96 @@ def _step_timer(module: nn.Module, log_prob: LogProb, x: torch.Tensor) -> Callab
     return step
 
 
+class _Worker:
+    """One library's model in its own process (``spawn``): built, warmed up, then timing
+    ``steps`` training steps per request."""
+
+    def __init__(self, lib: str, spec: dict[str, Any]):
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, lib, spec), daemon=True)
+        self.process.start()
+        child.close()
+
+    def ready(self) -> dict[str, Any]:
+        """``{"params": n}``, ``{"params": None}`` (no such model) or ``{"error": text}``."""
+        return self._recv()
+
+    def steps(self, count: int) -> list[float]:
+        self.conn.send(count)
+        return self._recv()
+
+    def _recv(self) -> Any:
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.process.join()
+            return {"error": f"worker exited with {self.process.exitcode}"}
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _worker_main(conn: Any, lib: str, spec: dict[str, Any]) -> None:
+    try:
+        timer, params = _prepare(lib, spec)
+    except Exception:  # reported to the parent, which records it for this library
+        conn.send({"error": traceback.format_exc()})
+        return
+    conn.send({"params": params})
+    if timer is None:
+        return
+    while (count := conn.recv()) is not None:
+        conn.send([timer() for _ in range(count)])
+
+
+def _prepare(lib: str, spec: dict[str, Any]) -> tuple[Callable[[], float] | None, int | None]:
+    """Build ``spec["model"]`` in ``lib`` (seeded), warm it up; its step timer and parameter
+    count, or ``(None, None)`` when the library has no such model."""
+    torch.set_num_threads(int(spec["threads"]))
+    x = torch.randn(
+        spec["batch"], *spec["shape"], generator=torch.Generator().manual_seed(spec["seed"])
+    )
+    torch.manual_seed(spec["seed"])
+    built = BUILDERS[lib](spec["model"])
+    if built is None:
+        return None, None
+    module, log_prob = built
+    module.train()
+    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    timer = _step_timer(module, log_prob, x)
+    for _ in range(spec["warmup"]):
+        timer()
+    return timer, params
+
+
+class _InProcess:
+    """:class:`_Worker`'s interface for a model built in this process."""
+
+    def __init__(self, lib: str, spec: dict[str, Any]):
+        try:
+            self.timer, params = _prepare(lib, spec)
+            self.status: dict[str, Any] = {"params": params}
+        except Exception:
+            self.timer, self.status = None, {"error": traceback.format_exc()}
+
+    def ready(self) -> dict[str, Any]:
+        return self.status
+
+    def steps(self, count: int) -> list[float]:
+        assert self.timer is not None
+        return [self.timer() for _ in range(count)]
+
+    def close(self) -> None:
+        pass
+
+
 def run_peers(
     models: Sequence[str] = ("toy", "maf", "maf_nobn", "glow"),
     *,
@@ -354,53 +450,69 @@ def run_peers(
     warmup: int = 5,
     threads: int = 1,
     seed: int = 0,
+    isolate: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Per model: each installed library's parameter count, median ms per training step per
     round, and the ratios ``peer ms / survae ms`` per round (> 1: survae faster) as median,
-    min and max. Libraries are rotated between rounds; all run in this process."""
-    torch.set_num_threads(int(threads))
+    min and max. Libraries are rotated between rounds. With ``isolate`` (the default) each
+    library's model lives in its own process, as its users run it, so that no library's
+    allocations or global settings change another's timing; otherwise all run in this
+    process. A library whose model fails to build is reported under ``errors``."""
     report: dict[str, Any] = {"skipped": {p: "not installed" for p in PEERS if not installed(p)}}
-    for name in models:
-        batch, shape = PEER_MODELS[name]
-        x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
-        timers: dict[str, Callable[[], float]] = {}
-        params: dict[str, int] = {}
-        for lib, build in BUILDERS.items():
-            if lib != "survae" and not installed(lib):
-                continue
-            torch.manual_seed(seed)
-            built = build(name)
-            if built is None:
-                continue
-            module, log_prob = built
-            module.train()
-            params[lib] = sum(p.numel() for p in module.parameters() if p.requires_grad)
-            timers[lib] = _step_timer(module, log_prob, x)
-            for _ in range(warmup):
-                timers[lib]()
-        libs = list(timers)
-        ms: dict[str, list[float]] = {lib: [] for lib in libs}
-        for r in range(rounds):
-            order = libs[r % len(libs) :] + libs[: r % len(libs)]
-            for lib in order:
-                ms[lib].append(1e3 * statistics.median(timers[lib]() for _ in range(steps)))
-        entry: dict[str, Any] = {"batch": batch, "params": params, "ms": ms, "ratio": {}}
-        for lib in libs:
-            if lib == "survae":
-                continue
-            q = [a / b for a, b in zip(ms[lib], ms["survae"])]
-            entry["ratio"][lib] = {
-                "median": statistics.median(q),
-                "min": min(q),
-                "max": max(q),
-            }
-        log(
-            f"[peers] {name}: "
-            + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in ms.items())
-        )
-        report[name] = entry
+    errors: dict[str, str] = {}
+    previous_threads = torch.get_num_threads()
+    if not isolate:
+        torch.set_num_threads(int(threads))
+    try:
+        for name in models:
+            batch, shape = PEER_MODELS[name]
+            spec = {"model": name, "batch": batch, "shape": shape, "threads": threads,
+                    "seed": seed, "warmup": warmup}  # fmt: skip
+            libs = [lib for lib in BUILDERS if lib == "survae" or installed(lib)]
+            runners = {lib: (_Worker if isolate else _InProcess)(lib, spec) for lib in libs}
+            try:
+                params: dict[str, int] = {}
+                for lib, runner in runners.items():
+                    status = runner.ready()
+                    if "error" in status:
+                        errors[f"{name}/{lib}"] = status["error"]
+                        log(f"[peers] {name}: {lib} failed: {status['error'].splitlines()[-1]}")
+                    elif status["params"] is not None:
+                        params[lib] = status["params"]
+                timed = list(params)
+                ms: dict[str, list[float]] = {lib: [] for lib in timed}
+                for r in range(rounds):
+                    for lib in timed[r % len(timed) :] + timed[: r % len(timed)]:
+                        ms[lib].append(1e3 * statistics.median(runners[lib].steps(steps)))
+            finally:
+                for runner in runners.values():
+                    runner.close()
+            entry: dict[str, Any] = {"batch": batch, "params": params, "ms": ms, "ratio": {}}
+            for lib in timed:
+                if lib == "survae" or "survae" not in ms:
+                    continue
+                q = [a / b for a, b in zip(ms[lib], ms["survae"])]
+                entry["ratio"][lib] = {
+                    "median": statistics.median(q),
+                    "min": min(q),
+                    "max": max(q),
+                }
+            log(
+                f"[peers] {name}: "
+                + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in ms.items())
+            )
+            report[name] = entry
+    finally:
+        torch.set_num_threads(previous_threads)
+    report["isolated"] = isolate
+    if errors:
+        report["errors"] = errors
     return report
+
+
+def _model_entries(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(k, v) for k, v in report.items() if k in PEER_MODELS]
 
 
 def peers_markdown(report: dict[str, Any]) -> str:
@@ -412,9 +524,7 @@ def peers_markdown(report: dict[str, Any]) -> str:
         "| range |",
         "|---|---|---|---|---|---|",
     ]
-    for name, entry in report.items():
-        if name == "skipped":
-            continue
+    for name, entry in _model_entries(report):
         for lib, values in entry["ms"].items():
             q = entry["ratio"].get(lib)
             ratio = f"**{q['median']:.2f}**" if q else "–"
@@ -425,9 +535,15 @@ def peers_markdown(report: dict[str, Any]) -> str:
             )
     for lib, why in report.get("skipped", {}).items():
         lines.append(f"| | {lib} | skipped: {why} | | | |")
+    for key, why in report.get("errors", {}).items():
+        lines.append(f"| `{key.split('/')[0]}` | {key.split('/')[1]} | failed: "
+                     f"{why.strip().splitlines()[-1]} | | | |")  # fmt: skip
+    if "isolated" in report:
+        where = "its own process" if report["isolated"] else "the benchmark's process"
+        lines += ["", f"Each library ran in {where}."]
     notes = []
-    for name, entry in report.items():
-        if name == "skipped" or "survae" not in entry["params"]:
+    for name, entry in _model_entries(report):
+        if "survae" not in entry["params"]:
             continue
         ours = entry["params"]["survae"]
         diffs = [

@@ -953,7 +953,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--in-process",
         action="store_true",
-        help="run everything in this process (peak RSS then covers all earlier workloads)",
+        help="run everything in this process (peak RSS then covers all earlier workloads; "
+        "with --peers: all libraries in one process instead of one process each)",
     )
     p.add_argument(
         "--override",
@@ -1067,6 +1068,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             warmup=args.warmup,
             threads=args.threads or 1,
             seed=args.seed,
+            isolate=not args.in_process,
             log=log,
         )
         for lib, why in peers["skipped"].items():

@@ -367,7 +367,7 @@ def test_peer_comparison_matches_parameter_counts_and_skips_missing_libraries(mo
     monkeypatch.setattr(bp, "installed", lambda peer: peer != "zuko" and real(peer))
     threads = torch.get_num_threads()
     try:
-        report = bp.run_peers(["toy", "maf_nobn"], rounds=2, steps=1, warmup=0)
+        report = bp.run_peers(["toy", "maf_nobn"], rounds=2, steps=1, warmup=0, isolate=False)
     finally:
         torch.set_num_threads(threads)
     assert report["skipped"]["zuko"] == "not installed"
@@ -381,6 +381,48 @@ def test_peer_comparison_matches_parameter_counts_and_skips_missing_libraries(mo
             assert len(entry["ms"][lib]) == 2
     md = bp.peers_markdown(report)
     assert "| `toy` | survae | 82,808 |" in md and "skipped: not installed" in md
+
+
+def test_peer_libraries_run_in_their_own_processes(monkeypatch):
+    """The default: one worker process per library, kept for all rounds; the parent's thread
+    setting is left alone."""
+    from survae import benchmark_peers as bp
+
+    has_nflows = importlib.util.find_spec("nflows") is not None
+    monkeypatch.setattr(bp, "installed", lambda peer: peer == "nflows" and has_nflows)
+    threads = torch.get_num_threads()
+    started: list[str] = []
+    real_worker = bp._Worker
+
+    def worker(lib, spec):
+        started.append(lib)
+        return real_worker(lib, spec)
+
+    monkeypatch.setattr(bp, "_Worker", worker)
+    report = bp.run_peers(["toy"], rounds=2, steps=2, warmup=1, threads=1)
+    assert torch.get_num_threads() == threads
+    libs = ["survae"] + (["nflows"] if has_nflows else [])
+    assert started == libs
+    assert report["isolated"] is True and "errors" not in report
+    entry = report["toy"]
+    assert sorted(entry["ms"]) == sorted(libs)
+    assert all(len(v) == 2 and min(v) > 0 for v in entry["ms"].values())
+    assert entry["params"] == {lib: 82_808 for lib in libs}
+    assert "Each library ran in its own process." in bp.peers_markdown(report)
+
+
+def test_peer_build_failure_is_reported_not_fatal(monkeypatch):
+    from survae import benchmark_peers as bp
+
+    def broken(model):
+        raise RuntimeError("no such layer")
+
+    monkeypatch.setattr(bp, "installed", lambda peer: peer == "FrEIA")
+    monkeypatch.setitem(bp.BUILDERS, "FrEIA", broken)
+    report = bp.run_peers(["toy"], rounds=1, steps=1, warmup=0, isolate=False)
+    assert "RuntimeError: no such layer" in report["errors"]["toy/FrEIA"]
+    assert list(report["toy"]["ms"]) == ["survae"] and report["toy"]["ratio"] == {}
+    assert "| `toy` | FrEIA | failed: RuntimeError: no such layer |" in bp.peers_markdown(report)
 
 
 def test_peer_models_compute_a_density():
@@ -444,7 +486,7 @@ def test_peer_glow_timing_runs_in_every_installed_library(monkeypatch):
     monkeypatch.setitem(bp.PEER_MODELS, "glow", (2, (1, 28, 28)))
     threads = torch.get_num_threads()
     try:
-        report = bp.run_peers(["glow"], rounds=1, steps=1, warmup=0)
+        report = bp.run_peers(["glow"], rounds=1, steps=1, warmup=0, isolate=False)
     finally:
         torch.set_num_threads(threads)
     entry = report["glow"]
