@@ -7,7 +7,9 @@ a different order in each round (rotated), so that every ratio compares steps me
 back. Each library's model lives in its own process (as its users run it), kept between rounds:
 in one shared process the timing of a library depended on what the others had allocated before
 (glibc returned freed heap memory to the system, and the next step paid ~9,000 page faults);
-``--in-process`` runs them all in the benchmark's process instead. A library that is not
+``--in-process`` runs them all in the benchmark's process instead. Every process keeps its
+freed heap memory (:func:`survae.malloc.retain_heap`; ``--default-heap`` leaves glibc's
+thresholds), so no library pays page faults for the heap's history. A library that is not
 installed is skipped with a message.
 
 Models (the speed issue's three, the MAF in two variants):
@@ -50,6 +52,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from survae.malloc import retain_heap as _retain_heap
 
 #: the peers and the module that must be importable for each
 PEERS: dict[str, str] = {"nflows": "nflows", "normflows": "normflows", "zuko": "zuko",
@@ -405,6 +409,8 @@ def _prepare(lib: str, spec: dict[str, Any]) -> tuple[Callable[[], float] | None
     """Build ``spec["model"]`` in ``lib`` (seeded), warm it up; its step timer and parameter
     count, or ``(None, None)`` when the library has no such model."""
     torch.set_num_threads(int(spec["threads"]))
+    if spec.get("retain_heap"):
+        _retain_heap()
     x = torch.randn(
         spec["batch"], *spec["shape"], generator=torch.Generator().manual_seed(spec["seed"])
     )
@@ -451,6 +457,7 @@ def run_peers(
     threads: int = 1,
     seed: int = 0,
     isolate: bool = True,
+    retain_heap: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Per model: each installed library's parameter count, median ms per training step per
@@ -458,7 +465,12 @@ def run_peers(
     min and max. Libraries are rotated between rounds. With ``isolate`` (the default) each
     library's model lives in its own process, as its users run it, so that no library's
     allocations or global settings change another's timing; otherwise all run in this
-    process. A library whose model fails to build is reported under ``errors``."""
+    process. With ``retain_heap`` (the default) every library's process keeps its freed heap
+    memory (:func:`survae.malloc.retain_heap`, applied to this process too when not
+    isolated): with glibc's default thresholds whichever library's allocations crossed them
+    paid page faults every step (the small Glow: FrEIA 162 → 126 ms per step, nflows
+    153 → 121, survae 118 → 110), so the comparison measured the heap's history. A library
+    whose model fails to build is reported under ``errors``."""
     report: dict[str, Any] = {"skipped": {p: "not installed" for p in PEERS if not installed(p)}}
     errors: dict[str, str] = {}
     previous_threads = torch.get_num_threads()
@@ -468,7 +480,7 @@ def run_peers(
         for name in models:
             batch, shape = PEER_MODELS[name]
             spec = {"model": name, "batch": batch, "shape": shape, "threads": threads,
-                    "seed": seed, "warmup": warmup}  # fmt: skip
+                    "seed": seed, "warmup": warmup, "retain_heap": retain_heap}  # fmt: skip
             libs = [lib for lib in BUILDERS if lib == "survae" or installed(lib)]
             runners = {lib: (_Worker if isolate else _InProcess)(lib, spec) for lib in libs}
             try:
@@ -506,6 +518,7 @@ def run_peers(
     finally:
         torch.set_num_threads(previous_threads)
     report["isolated"] = isolate
+    report["retain_heap"] = retain_heap
     if errors:
         report["errors"] = errors
     return report
@@ -540,7 +553,12 @@ def peers_markdown(report: dict[str, Any]) -> str:
                      f"{why.strip().splitlines()[-1]} | | | |")  # fmt: skip
     if "isolated" in report:
         where = "its own process" if report["isolated"] else "the benchmark's process"
-        lines += ["", f"Each library ran in {where}."]
+        heap = (
+            "freed heap memory kept in the process (survae.malloc.retain_heap)"
+            if report.get("retain_heap")
+            else "glibc's default heap thresholds"
+        )
+        lines += ["", f"Each library ran in {where}, with {heap}."]
     notes = []
     for name, entry in _model_entries(report):
         if "survae" not in entry["params"]:

@@ -985,6 +985,12 @@ def _parser() -> argparse.ArgumentParser:
         help="survae against nflows / normflows / zuko / FrEIA on matched models "
         "(survae.benchmark_peers; libraries not installed are skipped)",
     )
+    p.add_argument(
+        "--default-heap",
+        action="store_true",
+        help="with --peers: leave glibc's heap thresholds (default: every library's process "
+        "keeps its freed heap memory, survae.malloc.retain_heap)",
+    )
     p.add_argument("--child-spec", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -1069,6 +1075,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             threads=args.threads or 1,
             seed=args.seed,
             isolate=not args.in_process,
+            retain_heap=not args.default_heap,
             log=log,
         )
         for lib, why in peers["skipped"].items():

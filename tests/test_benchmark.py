@@ -408,7 +408,10 @@ def test_peer_libraries_run_in_their_own_processes(monkeypatch):
     assert sorted(entry["ms"]) == sorted(libs)
     assert all(len(v) == 2 and min(v) > 0 for v in entry["ms"].values())
     assert entry["params"] == {lib: 82_808 for lib in libs}
-    assert "Each library ran in its own process." in bp.peers_markdown(report)
+    assert report["retain_heap"] is True
+    assert "Each library ran in its own process, with freed heap memory kept" in (
+        bp.peers_markdown(report)
+    )
 
 
 def test_peer_build_failure_is_reported_not_fatal(monkeypatch):
