@@ -232,6 +232,21 @@ def test_measurement_reports_flop_rate_and_can_skip_evaluation():
     assert "GFLOP/s" in benchmarking.markdown({"plain_flow_eight_gaussians": r})
 
 
+@pytest.mark.parametrize("override,expected", [([], True), (["retain_heap=false"], False)])
+def test_measurement_retains_the_heap_as_run_py_does(monkeypatch, override, expected):
+    calls = []
+    monkeypatch.setattr(benchmarking, "retain_heap", lambda: calls.append(1) or True)
+    threads = torch.get_num_threads()
+    try:
+        r = benchmarking.measure(
+            "plain_flow_eight_gaussians", steps=1, warmup=0, batch=8, threads=1,
+            evaluate=False, flops=False, overrides=override,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert r["retain_heap"] is expected and len(calls) == int(expected)
+
+
 # --------------------------------------------------------------------------- official code
 def test_every_official_workload_has_its_survae_config_and_readme_arguments():
     assert set(benchmarking.OFFICIAL_WORKLOADS) == {
@@ -276,7 +291,8 @@ def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_p
         calls.append("survae")
         assert spec["evaluate"] is False and "model.dropout=0.0" in spec["overrides"]
         t = next(ours)
-        return {"train_ms_median": t, "train_ms_min": t / 2, "params": 5, "loss_value": 1.0}
+        return {"train_ms_median": t, "train_ms_min": t / 2, "params": 5, "loss_value": 1.0,
+                "retain_heap": True}  # fmt: skip
 
     def fake_theirs(spec, x, timeout):
         calls.append("official")
@@ -298,6 +314,7 @@ def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_p
     assert "no official counterpart" in report["glow_cifar10"]["error"]
     md = benchmarking.official_markdown(report)
     assert "**1.50**" in md and "1.00–3.00" in md and "3.00 (2.00–6.00)" in md and "failed" in md
+    assert "survae's side kept its freed heap memory" in md
     with pytest.raises(ValueError, match="not a checkout"):
         benchmarking.run_official(["abs_flow_eight_gaussians"], tmp_path, common)
 
@@ -338,6 +355,7 @@ def test_back_to_back_survae_speed_features_reach_survae_side_and_are_named(monk
     plain_md = benchmarking.official_markdown(plain)
     assert seen == [[]] and "survae +" not in plain_md and "compilation" not in plain_md
     assert "survae_compile_s" not in plain["abs_flow_eight_gaussians"]
+    assert "heap" not in plain_md  # the faked measurements did not retain it
 
 
 OFFICIAL = Path("/work/official_survae")

@@ -30,6 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from survae import registry
 from survae.checkpoints import load_checkpoint
 from survae.config_check import ConfigError, check_kwargs
+from survae.malloc import retain_heap
 from survae.threads import configure_threads
 from survae.training.callbacks import SampleFigures
 from survae.training.checkpoint import (
@@ -217,6 +218,8 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
         data_kind=info["kind"],
         num_params=num_params,
     )
+    if cfg.get("retain_heap", True) and retain_heap():  # no page faults re-paid every step
+        print("[survae] heap: freed memory stays in the process (retain_heap=true)")
 
     logger = build_logger(cfg.get("logger") or {"type": "none"}, out_dir, run_config=cfg)
     callbacks = build_callbacks(

@@ -27,6 +27,19 @@ def test_run_writes_checkpoints_and_loadable_model(make_config, capsys):
     assert torch.isfinite(model.log_prob(x)).all()
 
 
+@pytest.mark.parametrize("retain", [True, False])
+def test_retain_heap_setting_is_applied_once_and_logged(make_config, capsys, monkeypatch, retain):
+    from survae.training import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "retain_heap", lambda: calls.append(1) or True)
+    overrides = ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "test=false"]
+    train(make_config(*overrides, f"retain_heap={str(retain).lower()}"))
+    out = capsys.readouterr().out
+    assert len(calls) == int(retain)
+    assert ("[survae] heap: freed memory stays in the process" in out) is retain
+
+
 def test_training_lowers_the_loss(make_config, tmp_path):
     overrides = ("data=eight_gaussians", "data.train_size=4096", "test=false")
     # separate folders: a folder that already holds a last.ckpt is continued, not restarted
