@@ -10,7 +10,8 @@ take 1.8 ms at the core's peak). Two exact rewrites of the same sum avoid the pa
 
 * **few outputs** (``out·k² ≤ 36``): ``Z = W′·x`` is one matrix product over the input channels
   with ``W′`` the ``out·k²`` flipped taps as rows, and the output is ``col2im(Z)`` (``F.fold``):
-  each position adds the taps of its neighbours. Autograd differentiates both steps.
+  each position adds the taps of its neighbours. The backward pass is the same two steps
+  transposed (``im2col`` of the output gradient, then matrix products).
 * **few inputs** (``in·k² ≤ 36``): the forward pass is the library convolution (already fast
   here); the gradient of the input, a convolution with few *output* channels, is
   ``col2im(Wᵀ·∂y)``, and the weight gradient is the library's.
@@ -62,16 +63,43 @@ class _FewInputConv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-def _few_outputs(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]
-) -> torch.Tensor:
-    B, C, H, W = x.shape
-    out, _, kh, kw = weight.shape
-    # row (o, i, j) holds the tap that carries x[p] to y[p - (i, j) + padding]: fold's order
-    taps = weight.flip(2, 3).permute(0, 2, 3, 1).reshape(out * kh * kw, C)
-    cols = torch.einsum("kc,bcl->bkl", taps, x.reshape(B, C, H * W))
-    y = F.fold(cols, (H, W), (kh, kw), padding=padding)
-    return y if bias is None else y + bias.view(1, -1, 1, 1)
+def _taps(weight: torch.Tensor) -> torch.Tensor:
+    """``[out·k_h·k_w, in]``: row ``(o, i, j)`` is the tap that carries ``x[p]`` to
+    ``y[p − (i, j) + padding]``, the order ``F.fold`` sums its columns in."""
+    out, cin, kh, kw = weight.shape
+    return weight.flip(2, 3).permute(0, 2, 3, 1).reshape(out * kh * kw, cin)
+
+
+class _FewOutputConv2d(torch.autograd.Function):
+    """Same-padded stride-1 convolution as ``col2im(W′·x)``; the backward pass is
+    ``∂x = W′ᵀ·im2col(∂y)`` and ``∂W′ = Σ_b im2col(∂y)·xᵀ`` (differentiable, so second
+    derivatives work)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):  # noqa: D102
+        B, C, H, W = x.shape
+        kh, kw = weight.shape[2:]
+        cols = torch.matmul(_taps(weight), x.reshape(B, C, H * W))
+        y = F.fold(cols, (H, W), (kh, kw), padding=padding)
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.has_bias = padding, bias is not None
+        return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, weight = ctx.saved_tensors
+        B, C, H, W = x.shape
+        out, _, kh, kw = weight.shape
+        grad_cols = F.unfold(grad, (kh, kw), padding=ctx.padding)  # [B, out·k², H·W]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.matmul(_taps(weight).t(), grad_cols).view(B, C, H, W)
+        if ctx.needs_input_grad[1]:
+            grad_taps = torch.matmul(grad_cols, x.reshape(B, C, H * W).transpose(1, 2)).sum(0)
+            grad_w = grad_taps.view(out, kh, kw, C).permute(0, 3, 1, 2).flip(2, 3)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None
 
 
 def conv2d_same(
@@ -83,7 +111,7 @@ def conv2d_same(
     if _rewritable(x, weight, padding):
         out, cin, kh, kw = weight.shape
         if out * kh * kw <= FEW_OUTPUTS:
-            return _few_outputs(x, weight, bias, padding)
+            return _FewOutputConv2d.apply(x, weight, bias, padding)
         if cin * kh * kw <= FEW_INPUTS:
             return _FewInputConv2d.apply(x, weight, bias, padding)
     return F.conv2d(x, weight, bias, padding=padding)

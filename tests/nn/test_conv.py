@@ -60,7 +60,9 @@ def test_float32_close_to_conv2d():
 def test_rewrite_chosen_by_channel_counts(cin, out, k):
     x, w = torch.randn(2, cin, 4, 4), torch.randn(out, cin, k, k)
     spies = {
-        "few_outputs": mock.patch.object(conv_mod, "_few_outputs", wraps=conv_mod._few_outputs),
+        "few_outputs": mock.patch.object(
+            conv_mod._FewOutputConv2d, "apply", wraps=conv_mod._FewOutputConv2d.apply
+        ),
         "few_inputs": mock.patch.object(
             conv_mod._FewInputConv2d, "apply", wraps=conv_mod._FewInputConv2d.apply
         ),
@@ -74,7 +76,8 @@ def test_rewrite_chosen_by_channel_counts(cin, out, k):
 
 def test_channels_last_input_and_autocast_use_the_library_convolution():
     x, w = torch.randn(2, 16, 4, 4), torch.randn(2, 16, 3, 3)
-    with mock.patch.object(conv_mod, "_few_outputs", wraps=conv_mod._few_outputs) as spy:
+    few_outputs = conv_mod._FewOutputConv2d
+    with mock.patch.object(few_outputs, "apply", wraps=few_outputs.apply) as spy:
         conv2d_same(x.contiguous(memory_format=torch.channels_last), w)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             conv2d_same(x, w)
