@@ -432,6 +432,27 @@ def test_peer_libraries_run_in_their_own_processes(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("retain", [True, False])
+def test_peer_processes_retain_the_heap_unless_told_not_to(monkeypatch, retain):
+    from survae import benchmark_peers as bp
+
+    calls = []
+    monkeypatch.setattr(bp, "_retain_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(bp, "installed", lambda peer: False)
+    threads = torch.get_num_threads()
+    try:
+        report = bp.run_peers(
+            ["toy"], rounds=1, steps=1, warmup=0, isolate=False, retain_heap=retain
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert bool(calls) is retain and report["retain_heap"] is retain
+    heap = "freed heap memory kept" if retain else "glibc's default heap thresholds"
+    assert f"Each library ran in the benchmark's process, with {heap}" in (
+        bp.peers_markdown(report)
+    )
+
+
 def test_peer_build_failure_is_reported_not_fatal(monkeypatch):
     from survae import benchmark_peers as bp
 
