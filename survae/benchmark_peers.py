@@ -371,8 +371,13 @@ class _Worker:
         """``{"params": n}``, ``{"params": None}`` (no such model) or ``{"error": text}``."""
         return self._recv()
 
-    def steps(self, count: int) -> list[float]:
-        self.conn.send(count)
+    def steps(self, count: int) -> list[float] | dict[str, str]:
+        """``count`` step times, or ``{"error": text}`` when the worker has died."""
+        try:
+            self.conn.send(count)
+        except (BrokenPipeError, OSError):
+            self.process.join()
+            return {"error": f"worker exited with {self.process.exitcode}"}
         return self._recv()
 
     def _recv(self) -> Any:
@@ -402,7 +407,11 @@ def _worker_main(conn: Any, lib: str, spec: dict[str, Any]) -> None:
     if timer is None:
         return
     while (count := conn.recv()) is not None:
-        conn.send([timer() for _ in range(count)])
+        try:
+            conn.send([timer() for _ in range(count)])
+        except Exception:  # e.g. a non-finite loss: reported, and this worker ends
+            conn.send({"error": traceback.format_exc()})
+            return
 
 
 def _prepare(lib: str, spec: dict[str, Any]) -> tuple[Callable[[], float] | None, int | None]:
@@ -440,9 +449,12 @@ class _InProcess:
     def ready(self) -> dict[str, Any]:
         return self.status
 
-    def steps(self, count: int) -> list[float]:
+    def steps(self, count: int) -> list[float] | dict[str, str]:
         assert self.timer is not None
-        return [self.timer() for _ in range(count)]
+        try:
+            return [self.timer() for _ in range(count)]
+        except Exception:
+            return {"error": traceback.format_exc()}
 
     def close(self) -> None:
         pass
@@ -496,7 +508,19 @@ def run_peers(
                 ms: dict[str, list[float]] = {lib: [] for lib in timed}
                 for r in range(rounds):
                     for lib in timed[r % len(timed) :] + timed[: r % len(timed)]:
-                        ms[lib].append(1e3 * statistics.median(runners[lib].steps(steps)))
+                        if f"{name}/{lib}" in errors:
+                            continue
+                        times = runners[lib].steps(steps)
+                        if isinstance(times, dict):  # the worker died mid-run
+                            errors[f"{name}/{lib}"] = times["error"]
+                            last = times["error"].strip().splitlines()[-1]
+                            log(f"[peers] {name}: {lib} failed: {last}")
+                            continue
+                        ms[lib].append(1e3 * statistics.median(times))
+                for lib in [lib for lib in timed if f"{name}/{lib}" in errors]:
+                    timed.remove(lib)
+                    ms.pop(lib)
+                    params.pop(lib)
             finally:
                 for runner in runners.values():
                     runner.close()

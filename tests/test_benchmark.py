@@ -467,6 +467,38 @@ def test_peer_build_failure_is_reported_not_fatal(monkeypatch):
     assert "| `toy` | FrEIA | failed: RuntimeError: no such layer |" in bp.peers_markdown(report)
 
 
+def test_peer_failing_mid_run_is_dropped_and_reported(monkeypatch):
+    """A library whose training step raises (in-process) or whose worker dies (isolated) is
+    reported under ``errors`` and left out of the table; the others are still timed."""
+    from survae import benchmark_peers as bp
+
+    def failing(model):
+        module = torch.nn.Linear(2, 2)
+
+        def log_prob(x):
+            raise FloatingPointError("loss is nan")
+
+        return module, log_prob
+
+    monkeypatch.setattr(bp, "installed", lambda peer: peer == "FrEIA")
+    monkeypatch.setitem(bp.BUILDERS, "FrEIA", failing)
+    report = bp.run_peers(["toy"], rounds=2, steps=1, warmup=0, isolate=False)
+    assert "FloatingPointError: loss is nan" in report["errors"]["toy/FrEIA"]
+    assert list(report["toy"]["ms"]) == ["survae"] and list(report["toy"]["params"]) == ["survae"]
+    assert len(report["toy"]["ms"]["survae"]) == 2
+
+    worker = bp._Worker("survae", {"model": "toy", "batch": 4, "shape": (2,), "threads": 1,
+                                   "seed": 0, "warmup": 0})  # fmt: skip
+    try:
+        assert worker.ready() == {"params": 82_808}
+        assert len(worker.steps(1)) == 1
+        worker.process.kill()
+        worker.process.join()
+        assert "worker exited" in worker.steps(1)["error"]
+    finally:
+        worker.close()
+
+
 def test_peer_models_compute_a_density():
     """Each installed library's model is a normalised density: a standard normal base and a
     near-identity initial flow give a log-density near that of N(0, I)."""
