@@ -506,12 +506,12 @@ def run_peers(
                         params[lib] = status["params"]
                 timed = list(params)
                 ms: dict[str, list[float]] = {lib: [] for lib in timed}
-                for r in range(rounds):
+                for r in range(rounds if timed else 0):
                     for lib in timed[r % len(timed) :] + timed[: r % len(timed)]:
                         if f"{name}/{lib}" in errors:
                             continue
                         times = runners[lib].steps(steps)
-                        if isinstance(times, dict):  # the worker died mid-run
+                        if isinstance(times, dict):  # the step raised or the worker died
                             errors[f"{name}/{lib}"] = times["error"]
                             last = times["error"].strip().splitlines()[-1]
                             log(f"[peers] {name}: {lib} failed: {last}")

@@ -486,6 +486,12 @@ def test_peer_failing_mid_run_is_dropped_and_reported(monkeypatch):
     assert "FloatingPointError: loss is nan" in report["errors"]["toy/FrEIA"]
     assert list(report["toy"]["ms"]) == ["survae"] and list(report["toy"]["params"]) == ["survae"]
     assert len(report["toy"]["ms"]["survae"]) == 2
+    monkeypatch.setitem(bp.BUILDERS, "survae", failing)  # nothing left to time: no division
+    report = bp.run_peers(["toy"], rounds=2, steps=1, warmup=0, isolate=False)
+    assert report["toy"]["ms"] == {} and set(report["errors"]) == {"toy/survae", "toy/FrEIA"}
+    assert "| `toy` | survae | failed: FloatingPointError: loss is nan |" in (
+        bp.peers_markdown(report)
+    )
 
     worker = bp._Worker("survae", {"model": "toy", "batch": 4, "shape": (2,), "threads": 1,
                                    "seed": 0, "warmup": 0})  # fmt: skip
