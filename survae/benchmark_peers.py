@@ -372,20 +372,23 @@ class _Worker:
         return self._recv()
 
     def steps(self, count: int) -> list[float] | dict[str, str]:
-        """``count`` step times, or ``{"error": text}`` when the worker has died."""
+        """``count`` step times, or ``{"error": text}`` when the step raised or the worker
+        has died."""
         try:
             self.conn.send(count)
         except (BrokenPipeError, OSError):
-            self.process.join()
-            return {"error": f"worker exited with {self.process.exitcode}"}
+            return self._exited()
         return self._recv()
 
     def _recv(self) -> Any:
         try:
             return self.conn.recv()
         except EOFError:
-            self.process.join()
-            return {"error": f"worker exited with {self.process.exitcode}"}
+            return self._exited()
+
+    def _exited(self) -> dict[str, str]:
+        self.process.join()
+        return {"error": f"worker exited with {self.process.exitcode}"}
 
     def close(self) -> None:
         try:
@@ -460,6 +463,45 @@ class _InProcess:
         pass
 
 
+def _time_libraries(
+    name: str,
+    runners: dict[str, _Worker | _InProcess],
+    rounds: int,
+    steps: int,
+    errors: dict[str, str],
+    log: Callable[[str], None],
+) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """Each built library's parameter count and per-round median ms for model ``name``, the
+    libraries rotated by one per round. A library that fails (at build, a raising step, a dead
+    worker) goes into ``errors`` and out of both results."""
+    params: dict[str, int] = {}
+    ms: dict[str, list[float]] = {}
+
+    def fail(lib: str, error: str) -> None:
+        errors[f"{name}/{lib}"] = error
+        params.pop(lib, None)
+        ms.pop(lib, None)
+        log(f"[peers] {name}: {lib} failed: {_last_line(error)}")
+
+    for lib, runner in runners.items():
+        status = runner.ready()
+        if "error" in status:
+            fail(lib, status["error"])
+        elif status["params"] is not None:
+            params[lib], ms[lib] = status["params"], []
+    for r in range(rounds):
+        order = list(ms)  # the libraries still timed
+        if not order:
+            break
+        for lib in order[r % len(order) :] + order[: r % len(order)]:
+            times = runners[lib].steps(steps)
+            if isinstance(times, dict):  # the step raised or the worker died
+                fail(lib, times["error"])
+            else:
+                ms[lib].append(1e3 * statistics.median(times))
+    return params, ms
+
+
 def run_peers(
     models: Sequence[str] = ("toy", "maf", "maf_nobn", "glow"),
     *,
@@ -479,10 +521,9 @@ def run_peers(
     allocations or global settings change another's timing; otherwise all run in this
     process. With ``retain_heap`` (the default) every library's process keeps its freed heap
     memory (:func:`survae.malloc.retain_heap`, applied to this process too when not
-    isolated): with glibc's default thresholds whichever library's allocations crossed them
-    paid page faults every step (the small Glow: FrEIA 162 → 126 ms per step, nflows
-    153 → 121, survae 118 → 110), so the comparison measured the heap's history. A library
-    whose model fails to build is reported under ``errors``."""
+    isolated), so no library pays page faults for the heap's history (module docstring). A
+    library whose model fails to build, whose step raises or whose worker dies is reported
+    under ``errors`` (key ``"model/library"``) and left out of that model's table."""
     report: dict[str, Any] = {"skipped": {p: "not installed" for p in PEERS if not installed(p)}}
     errors: dict[str, str] = {}
     previous_threads = torch.get_num_threads()
@@ -496,36 +537,12 @@ def run_peers(
             libs = [lib for lib in BUILDERS if lib == "survae" or installed(lib)]
             runners = {lib: (_Worker if isolate else _InProcess)(lib, spec) for lib in libs}
             try:
-                params: dict[str, int] = {}
-                for lib, runner in runners.items():
-                    status = runner.ready()
-                    if "error" in status:
-                        errors[f"{name}/{lib}"] = status["error"]
-                        log(f"[peers] {name}: {lib} failed: {status['error'].splitlines()[-1]}")
-                    elif status["params"] is not None:
-                        params[lib] = status["params"]
-                timed = list(params)
-                ms: dict[str, list[float]] = {lib: [] for lib in timed}
-                for r in range(rounds if timed else 0):
-                    for lib in timed[r % len(timed) :] + timed[: r % len(timed)]:
-                        if f"{name}/{lib}" in errors:
-                            continue
-                        times = runners[lib].steps(steps)
-                        if isinstance(times, dict):  # the step raised or the worker died
-                            errors[f"{name}/{lib}"] = times["error"]
-                            last = times["error"].strip().splitlines()[-1]
-                            log(f"[peers] {name}: {lib} failed: {last}")
-                            continue
-                        ms[lib].append(1e3 * statistics.median(times))
-                for lib in [lib for lib in timed if f"{name}/{lib}" in errors]:
-                    timed.remove(lib)
-                    ms.pop(lib)
-                    params.pop(lib)
+                params, ms = _time_libraries(name, runners, rounds, steps, errors, log)
             finally:
                 for runner in runners.values():
                     runner.close()
             entry: dict[str, Any] = {"batch": batch, "params": params, "ms": ms, "ratio": {}}
-            for lib in timed:
+            for lib in ms:
                 if lib == "survae" or "survae" not in ms:
                     continue
                 q = [a / b for a, b in zip(ms[lib], ms["survae"])]
@@ -546,6 +563,11 @@ def run_peers(
     if errors:
         report["errors"] = errors
     return report
+
+
+def _last_line(text: str) -> str:
+    """The last line of a traceback: the exception and its message."""
+    return text.strip().splitlines()[-1]
 
 
 def _model_entries(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -573,8 +595,8 @@ def peers_markdown(report: dict[str, Any]) -> str:
     for lib, why in report.get("skipped", {}).items():
         lines.append(f"| | {lib} | skipped: {why} | | | |")
     for key, why in report.get("errors", {}).items():
-        lines.append(f"| `{key.split('/')[0]}` | {key.split('/')[1]} | failed: "
-                     f"{why.strip().splitlines()[-1]} | | | |")  # fmt: skip
+        model, lib = key.split("/")
+        lines.append(f"| `{model}` | {lib} | failed: {_last_line(why)} | | | |")
     if "isolated" in report:
         where = "its own process" if report["isolated"] else "the benchmark's process"
         heap = (
