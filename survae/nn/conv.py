@@ -108,7 +108,7 @@ def conv2d_same(
     """``F.conv2d(x, weight, bias, padding=k // 2)`` for an odd ``k × k`` kernel, in the
     faster form (module docstring) where a CPU input has few channels on either side."""
     padding = (weight.shape[2] // 2, weight.shape[3] // 2)
-    if _rewritable(x, weight, padding):
+    if _rewritable(x, weight):
         out, cin, kh, kw = weight.shape
         if out * kh * kw <= FEW_OUTPUTS:
             return _FewOutputConv2d.apply(x, weight, bias, padding)
@@ -117,7 +117,7 @@ def conv2d_same(
     return F.conv2d(x, weight, bias, padding=padding)
 
 
-def _rewritable(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int]) -> bool:
+def _rewritable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     kh, kw = weight.shape[2:]
     return (
         x.device.type == "cpu"
