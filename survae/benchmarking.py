@@ -90,11 +90,14 @@ FEATURES: dict[str, dict[str, bool]] = {
     "bf16": {"bf16_couplings": True},
     "channels_last": {"channels_last": True},
     "memory_saving": {"memory_saving": True},
+    "fused_attention": {"fused_attention": True},
 }
 #: features that only change anything for image (4-D) models; skipped by ``--ablate`` elsewhere
 IMAGE_ONLY_FEATURES = frozenset({"channels_last"})
+#: features that only change anything for point-set (transformer) models
+POINTS_ONLY_FEATURES = frozenset({"fused_attention"})
 #: the boolean speed switches, all off in the baseline
-_SWITCHES = ("compile", "bf16_couplings", "channels_last", "memory_saving")
+_SWITCHES = ("compile", "bf16_couplings", "channels_last", "memory_saving", "fused_attention")
 
 #: the configs of a source checkout (``survae/`` next to ``configs/``)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -553,11 +556,15 @@ def plan_variants(
     Without ``ablate``: the baseline (unless ``baseline`` is False) and, when features are
     selected, one variant with all of them on. With ``ablate``: the baseline, each applicable
     feature alone (``selected``, or every feature when none is) and, with more than one, all of
-    them together (``"all"``). Image-only features are skipped for other data kinds.
+    them together (``"all"``). Image-only and point-set-only features are skipped for other data
+    kinds.
     """
     if ablate:
         names = [
-            f for f in (selected or FEATURES) if kind == "image" or f not in IMAGE_ONLY_FEATURES
+            f
+            for f in (selected or FEATURES)
+            if (kind == "image" or f not in IMAGE_ONLY_FEATURES)
+            and (kind == "points" or f not in POINTS_ONLY_FEATURES)
         ]
         plan: list[tuple[str, tuple[str, ...]]] = [("baseline", ())]
         plan += [(f, (f,)) for f in names]
@@ -952,6 +959,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--memory-saving-anchor-every", type=int, default=None)
     p.add_argument(
+        "--fused-attention",
+        action="store_true",
+        help="the point-set transformers' attention as one compiled CPU kernel",
+    )
+    p.add_argument(
         "--ablate",
         action="store_true",
         help="per workload: baseline, each feature alone (the flags given, or all), all on",
@@ -1012,6 +1024,7 @@ def _selected_features(args: argparse.Namespace) -> list[str]:
         "bf16": args.bf16,
         "channels_last": args.channels_last,
         "memory_saving": args.memory_saving,
+        "fused_attention": args.fused_attention,
     }
     return [name for name in FEATURES if flags[name]]
 

@@ -10,7 +10,10 @@ log-likelihood unchanged (up to the stated precision):
   in the backward pass instead of storing them (:mod:`survae.transforms.memory`), so activation
   memory does not grow with depth (same values and gradients up to reconstruction rounding);
 * :func:`compile_model` — ``torch.compile`` of the model's forward (``model(x)`` is
-  ``log_prob``), and with it the backward pass of the training step.
+  ``log_prob``), and with it the backward pass of the training step;
+* :func:`set_fused_attention` — the point-set transformers' attention runs as one compiled
+  CPU kernel (:mod:`survae.nn.fused_attention`; same function up to float rounding; needs a
+  C++ compiler).
 
 :func:`apply_speed_options` applies them from a config mapping. :func:`assert_no_host_sync`
 checks that a forward pass never synchronises with the host.
@@ -40,6 +43,7 @@ SPEED_DEFAULTS: dict[str, Any] = {
     "channels_last": False,
     "memory_saving": False,
     "memory_saving_anchor_every": None,
+    "fused_attention": False,
 }
 
 _COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -193,6 +197,24 @@ def compile_model(
     return model
 
 
+# --------------------------------------------------------------------------- fused attention
+def set_fused_attention(model: nn.Module, enabled: bool = True) -> int:
+    """Switch the fused CPU attention kernel on (or off) in every
+    :class:`~survae.nn.transformer.SelfAttention` of ``model``; returns how many. Switching it
+    on builds the kernel now (once per machine, then cached), so that a missing compiler stops
+    the run before training with :class:`~survae.nn.fused_attention.FusedAttentionBuildError`
+    rather than at the first step."""
+    from survae.nn.fused_attention import load_extension
+    from survae.nn.transformer import SelfAttention
+
+    layers = [m for m in model.modules() if isinstance(m, SelfAttention)]
+    if enabled and layers:
+        load_extension()
+    for layer in layers:
+        layer.fused = enabled
+    return len(layers)
+
+
 # --------------------------------------------------------------------------- options
 def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> nn.Module:
     """Apply the speed options of a config mapping to ``model`` and return it.
@@ -200,8 +222,9 @@ def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> 
     Keys (all optional, defaults in :data:`SPEED_DEFAULTS`): ``bf16_couplings`` (bool),
     ``channels_last`` (bool), ``memory_saving`` (bool), ``memory_saving_anchor_every``
     (positive int or None), ``compile`` (bool), ``compile_mode`` (``default``,
-    ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``).
-    Call it after building the model and before creating optimizers or EMA copies.
+    ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``),
+    ``fused_attention`` (bool). Call it after building the model and before creating
+    optimizers or EMA copies.
     """
     opts = dict(SPEED_DEFAULTS)
     given = dict(options or {})
@@ -211,7 +234,7 @@ def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> 
             f"speed: unknown option(s) {unknown}; valid: {', '.join(sorted(SPEED_DEFAULTS))}"
         )
     opts.update(given)
-    for key in ("compile", "bf16_couplings", "channels_last", "memory_saving"):
+    for key in ("compile", "bf16_couplings", "channels_last", "memory_saving", "fused_attention"):
         if not isinstance(opts[key], bool):
             raise ValueError(f"speed.{key} must be true or false, got {opts[key]!r}")
     anchor = opts["memory_saving_anchor_every"]
@@ -226,6 +249,8 @@ def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> 
             f"speed.compile_mode must be one of {', '.join(_COMPILE_MODES)}, "
             f"got {opts['compile_mode']!r}"
         )
+    if opts["fused_attention"]:
+        set_fused_attention(model, True)
     if opts["bf16_couplings"]:
         set_coupling_autocast(model, torch.bfloat16)
     if opts["channels_last"]:
@@ -302,6 +327,7 @@ __all__ = [
     "apply_speed_options",
     "assert_no_host_sync",
     "compile_model",
+    "set_fused_attention",
     "enable_memory_saving",
     "memory_saving_blocks",
     "set_coupling_autocast",

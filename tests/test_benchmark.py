@@ -160,8 +160,9 @@ def test_variant_plans():
     ]  # fmt: skip
     assert full[-1][1] == ("compile", "bf16", "channels_last", "memory_saving")
     assert [n for n, _ in plan("points", [], ablate=True)] == [
-        "baseline", "compile", "bf16", "memory_saving", "all",
+        "baseline", "compile", "bf16", "memory_saving", "fused_attention", "all",
     ]  # fmt: skip
+    assert "fused_attention" not in [n for n, _ in plan("toy", [], ablate=True)]
     assert plan("image", ["bf16"], ablate=True) == [("baseline", ()), ("bf16", ("bf16",))]
     cfg = {"speed": {"memory_saving": True, "memory_saving_anchor_every": 4}}
     speed = benchmarking.variant_speed(cfg, ["compile"])

@@ -214,6 +214,7 @@ def test_wheel_contents_and_clean_build(installed_wheel):
         for p in (ROOT / "configs").rglob("*.yaml")
     }
     assert expected and configs == expected
+    assert "survae/nn/csrc/attention.cpp" in names  # speed.fused_attention builds it on use
     assert not any(n in ("run.py",) or n.startswith("tests/") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not re.search(r"deprecat", log, re.IGNORECASE), "the build printed deprecation warnings"
