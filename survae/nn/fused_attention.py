@@ -14,7 +14,9 @@ draws from the same generator in the same order.
 
 The kernel is compiled on first use with PyTorch's C++ extension builder (a C++ compiler and
 ``ninja`` are needed; the build takes ~30 s once and is cached under
-``$TORCH_EXTENSIONS_DIR``, per CPU instruction set). On a GPU, PyTorch's fused
+``$TORCH_EXTENSIONS_DIR``, per CPU instruction set), with OpenMP where torch has it, so that
+the (cloud, head) pairs are split over torch's intra-op threads. Under ``torch.compile`` the
+kernel is a graph break (it runs eagerly between compiled graphs). On a GPU, PyTorch's fused
 ``scaled_dot_product_attention`` is already the fast path and this module is not used.
 """
 
@@ -71,11 +73,15 @@ def load_extension() -> ModuleType:
     flags = ["-O3", "-fno-math-errno"]
     if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=native")
+    # at::parallel_for splits the (cloud, head) pairs over torch's intra-op threads only when
+    # compiled with OpenMP; the extension then shares the libgomp torch has already loaded.
+    openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
     try:
         return cpp_extension.load(
             name=f"survae_attention_{_cpu_tag()}",
             sources=[str(_SOURCE)],
-            extra_cflags=flags,
+            extra_cflags=flags + openmp,
+            extra_ldflags=openmp,
             verbose=False,
         )
     except Exception as e:  # compiler missing or failing: one clear error with the cause

@@ -112,6 +112,39 @@ def test_self_attention_paths_agree(ext, dropout):
         assert not torch.allclose(layer(x), other)  # the mask does come from the generator
 
 
+def test_threads_split_the_work_without_changing_it(ext):
+    torch.manual_seed(2)
+    qkv = torch.randn(8, 50, 3 * 64, requires_grad=True)
+    keep = torch.rand(8, 8, 50, 50) > 0.1
+    grad = torch.randn(8, 50, 64)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out = apply(qkv, 8, keep, 1 / 0.9)
+            (g,) = torch.autograd.grad(out, qkv, grad)
+            results.append((out, g))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_bad_inputs_are_named(ext):
+    qkv = torch.randn(2, 5, 3 * 16)
+    with pytest.raises(RuntimeError, match=r"mask must be \[B, heads, N, N\]"):
+        ext.attention_forward(qkv, 2, torch.ones(2, 2, 5, 4, dtype=torch.bool), 1.0)
+    with pytest.raises(RuntimeError, match="bool"):
+        ext.attention_forward(qkv, 2, torch.ones(2, 2, 5, 5), 1.0)
+    with pytest.raises(RuntimeError, match="multiple of 3 \\* heads"):
+        ext.attention_forward(qkv, 5, None, 1.0)
+    with pytest.raises(RuntimeError, match="head size 3"):
+        ext.attention_forward(torch.randn(2, 5, 18), 2, None, 1.0)
+    out, lse = ext.attention_forward(qkv, 2, None, 1.0)
+    with pytest.raises(RuntimeError, match="gradient must be"):
+        ext.attention_backward(qkv, 2, None, 1.0, lse, torch.randn(2, 5, 8))
+
+
 def test_unsupported_inputs_use_pytorch(ext):
     layer = SelfAttention(6, 2)  # head size 3: no kernel instance
     layer.fused = True

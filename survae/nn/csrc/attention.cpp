@@ -320,14 +320,29 @@ void run_backward(const at::Tensor& qkv, int64_t H, const bool* keep, double ks,
   }
 }
 
+void check_inputs(const at::Tensor& qkv, int64_t heads, const at::Tensor& keep) {
+  TORCH_CHECK(qkv.dim() == 3 && qkv.is_contiguous() && qkv.device().is_cpu(),
+              "fused attention: qkv must be a contiguous CPU tensor [B, N, 3*d], got ",
+              qkv.sizes());
+  TORCH_CHECK(heads > 0 && qkv.size(2) % (3 * heads) == 0, "fused attention: 3*d = ",
+              qkv.size(2), " is not a multiple of 3 * heads = ", 3 * heads);
+  if (keep.defined()) {
+    const int64_t B = qkv.size(0), N = qkv.size(1);
+    TORCH_CHECK(keep.scalar_type() == at::kBool && keep.device().is_cpu(),
+                "fused attention: the dropout mask must be a CPU bool tensor");
+    TORCH_CHECK(keep.sizes() == at::IntArrayRef({B, heads, N, N}),
+                "fused attention: the dropout mask must be [B, heads, N, N] = [", B, ", ", heads,
+                ", ", N, ", ", N, "], got ", keep.sizes());
+  }
+}
+
 }  // namespace
 
 std::vector<at::Tensor> attention_forward(const at::Tensor& qkv, int64_t heads,
                                           const c10::optional<at::Tensor>& keep, double keep_scale) {
-  TORCH_CHECK(qkv.dim() == 3 && qkv.is_contiguous() && qkv.device().is_cpu(),
-              "attention_forward: qkv must be a contiguous CPU tensor [B, N, 3*d]");
-  const int64_t B = qkv.size(0), N = qkv.size(1);
   at::Tensor kt = keep.has_value() ? keep->contiguous() : at::Tensor();
+  check_inputs(qkv, heads, kt);
+  const int64_t B = qkv.size(0), N = qkv.size(1);
   at::Tensor out = at::empty({B, N, qkv.size(2) / 3}, qkv.options());
   at::Tensor lse = at::empty({B, heads, N}, qkv.options());
   const bool* kp = kt.defined() ? kt.data_ptr<bool>() : nullptr;
@@ -340,6 +355,15 @@ at::Tensor attention_backward(const at::Tensor& qkv, int64_t heads,
                               const c10::optional<at::Tensor>& keep, double keep_scale,
                               const at::Tensor& lse, const at::Tensor& grad) {
   at::Tensor kt = keep.has_value() ? keep->contiguous() : at::Tensor();
+  check_inputs(qkv, heads, kt);
+  const int64_t B = qkv.size(0), N = qkv.size(1);
+  TORCH_CHECK(lse.sizes() == at::IntArrayRef({B, heads, N}) && lse.is_contiguous() &&
+                  lse.scalar_type() == qkv.scalar_type(),
+              "fused attention: lse must be a contiguous [B, heads, N] tensor of qkv's dtype");
+  TORCH_CHECK(grad.sizes() == at::IntArrayRef({B, N, qkv.size(2) / 3}) &&
+                  grad.scalar_type() == qkv.scalar_type(),
+              "fused attention: the gradient must be [B, N, d] of qkv's dtype, got ",
+              grad.sizes());
   at::Tensor g = grad.contiguous();
   at::Tensor dqkv = at::empty_like(qkv);
   const bool* kp = kt.defined() ? kt.data_ptr<bool>() : nullptr;
