@@ -33,7 +33,7 @@ def reference(qkv, heads, keep=None, scale=1.0):
 
 
 def apply(qkv, heads, keep=None, scale=1.0):
-    return FA._FusedAttention.apply(qkv, heads, keep, scale)
+    return FA._attention_forward(qkv, heads, keep, scale)[0]
 
 
 @pytest.mark.parametrize("head_size", FA.HEAD_SIZES)
@@ -143,6 +143,39 @@ def test_bad_inputs_are_named(ext):
     out, lse = ext.attention_forward(qkv, 2, None, 1.0)
     with pytest.raises(RuntimeError, match="gradient must be"):
         ext.attention_backward(qkv, 2, None, 1.0, lse, torch.randn(2, 5, 8))
+
+
+def test_flop_counter_sees_the_same_model_flops(ext):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = SelfAttention(64, 8)
+    x = torch.randn(4, 50, 64, requires_grad=True)
+    counts = []
+    for fused in (False, True):
+        layer.fused = fused
+        with FlopCounterMode(display=False) as counter:
+            layer(x).sum().backward()
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
+def test_compiles_into_one_graph(ext):
+    """The kernel is a registered operator: torch.compile keeps it inside its graph."""
+    torch.manual_seed(0)
+    layer = SelfAttention(64, 8)
+    layer.fused = True
+    x = torch.randn(4, 50, 64, requires_grad=True)
+    expected = layer(x)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+        out = compiled(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(grad, expected_grad)
 
 
 def test_unsupported_inputs_use_pytorch(ext):
