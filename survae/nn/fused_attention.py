@@ -14,11 +14,11 @@ draws from the same generator in the same order.
 
 The kernel is compiled on first use with PyTorch's C++ extension builder (a C++ compiler and
 ``ninja`` are needed; the build takes ~30 s once and is cached under
-``$TORCH_EXTENSIONS_DIR``, per CPU instruction set), with OpenMP where torch has it, so that
-the (cloud, head) pairs are split over torch's intra-op threads. The kernel's entry points are
-registered operators (``survae::fused_attention``, ``survae::fused_attention_backward``), so
-``torch.compile`` keeps them in its graphs and ``torch.utils.flop_counter`` counts them. On a
-GPU, PyTorch's fused
+``$TORCH_EXTENSIONS_DIR``, per CPU instruction set and torch version), with OpenMP where torch
+has it, so that the (cloud, head) pairs are split over torch's intra-op threads. Its entry
+points are registered operators (``survae::fused_attention`` and
+``survae::fused_attention_backward``), so ``torch.compile`` keeps them in its graphs and
+``torch.utils.flop_counter`` counts them. On a GPU, PyTorch's fused
 ``scaled_dot_product_attention`` is already the fast path and this module is not used.
 """
 
@@ -43,10 +43,10 @@ class FusedAttentionBuildError(RuntimeError):
     """The fused attention kernel could not be built on this machine."""
 
 
-def _cpu_tag() -> str:
-    """A short tag of this CPU's instruction set, so that a build directory shared between
-    machines (a cluster's home directory) never hands one CPU another's ``-march=native``
-    code."""
+def _build_tag() -> str:
+    """A short tag of this CPU's instruction set and the torch and Python versions, so that a
+    build directory shared between machines (a cluster's home directory) never hands one CPU
+    another's ``-march=native`` code, nor a new torch a binary built against an old one."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -55,13 +55,14 @@ def _cpu_tag() -> str:
                 break
     except OSError:
         pass
-    text = f"{platform.machine()} {platform.processor()} {flags}"
+    text = f"{platform.machine()} {platform.processor()} {flags} {torch.__version__} "
+    text += platform.python_version()
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 @functools.cache
 def load_extension() -> ModuleType:
-    """Build (once per CPU type, then cached) and import the kernel. Raises
+    """Build (once per CPU type and torch version, then cached) and import the kernel. Raises
     :class:`FusedAttentionBuildError`, naming the cause, when it cannot be built."""
     from torch.utils import cpp_extension
 
@@ -80,7 +81,7 @@ def load_extension() -> ModuleType:
     openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
     try:
         return cpp_extension.load(
-            name=f"survae_attention_{_cpu_tag()}",
+            name=f"survae_attention_{_build_tag()}",
             sources=[str(_SOURCE)],
             extra_cflags=flags + openmp,
             extra_ldflags=openmp,
