@@ -33,6 +33,8 @@ FILL_STD = 0.05
 #: ``--double``: both sides evaluate in float64, so what remains is a real difference rather
 #: than float32 rounding (log p of a CIFAR-10 image is ~10^4 nats: float32 rounds at ~1e-3)
 DTYPE = {"value": torch.float32}
+#: speed options of survae's side (``--fused-attention``)
+SPEED = {"fused_attention": False}
 
 #: experiment -> description; the model builders below follow the official scripts named here
 EXPERIMENTS: dict[str, str] = {
@@ -437,6 +439,10 @@ def our_side(name: str, src: Path, out: Path) -> None:
     for m in model.modules():
         if isinstance(m, ActNorm):
             m.initialized.fill_(True)
+    if SPEED["fused_attention"]:
+        from survae.speed import set_fused_attention
+
+        set_fused_attention(model)
     x = data["x"].to(torch.uint8) if "cifar" in name else data["x"].to(DTYPE["value"])
     res = _per_layer(model, x, lambda t, v: t(v))
     torch.save(res, out)
@@ -468,6 +474,7 @@ def run(official: Path, names: Sequence[str]) -> list[str]:
             script = str(Path(__file__).resolve())
             base = [sys.executable, script, "--experiments", name]
             base += ["--double"] if DTYPE["value"] == torch.float64 else []
+            base += ["--fused-attention"] if SPEED["fused_attention"] else []
             subprocess.run([*base, "--official", str(official), "--side", "official",
                             "--file", str(o_file)], check=True, cwd=tmp)  # fmt: skip
             subprocess.run([*base, "--side", "ours", "--file", str(o_file), "--out", str(s_file)],
@@ -486,12 +493,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS),
                         choices=list(EXPERIMENTS))  # fmt: skip
     parser.add_argument("--double", action="store_true", help="evaluate both sides in float64")
+    parser.add_argument(
+        "--fused-attention",
+        action="store_true",
+        help="survae's side with speed.fused_attention (point-set models)",
+    )
     parser.add_argument("--side", choices=("official", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.double:
         DTYPE["value"] = torch.float64
+    SPEED["fused_attention"] = args.fused_attention
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.side == "official":
         official_side(args.experiments[0], args.official.resolve(), args.file)
