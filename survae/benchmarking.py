@@ -92,10 +92,9 @@ FEATURES: dict[str, dict[str, bool]] = {
     "memory_saving": {"memory_saving": True},
     "fused_attention": {"fused_attention": True},
 }
-#: features that only change anything for image (4-D) models; skipped by ``--ablate`` elsewhere
-IMAGE_ONLY_FEATURES = frozenset({"channels_last"})
-#: features that only change anything for point-set (transformer) models
-POINTS_ONLY_FEATURES = frozenset({"fused_attention"})
+#: features that only change anything for one data kind (channels-last: 4-D image models;
+#: fused attention: the point-set transformers); skipped by ``--ablate`` for the others
+FEATURE_KIND: dict[str, str] = {"channels_last": "image", "fused_attention": "points"}
 #: the boolean speed switches, all off in the baseline
 _SWITCHES = ("compile", "bf16_couplings", "channels_last", "memory_saving", "fused_attention")
 
@@ -556,16 +555,11 @@ def plan_variants(
     Without ``ablate``: the baseline (unless ``baseline`` is False) and, when features are
     selected, one variant with all of them on. With ``ablate``: the baseline, each applicable
     feature alone (``selected``, or every feature when none is) and, with more than one, all of
-    them together (``"all"``). Image-only and point-set-only features are skipped for other data
-    kinds.
+    them together (``"all"``). Features of one data kind (:data:`FEATURE_KIND`) are skipped for
+    the others.
     """
     if ablate:
-        names = [
-            f
-            for f in (selected or FEATURES)
-            if (kind == "image" or f not in IMAGE_ONLY_FEATURES)
-            and (kind == "points" or f not in POINTS_ONLY_FEATURES)
-        ]
+        names = [f for f in (selected or FEATURES) if FEATURE_KIND.get(f, kind) == kind]
         plan: list[tuple[str, tuple[str, ...]]] = [("baseline", ())]
         plan += [(f, (f,)) for f in names]
         if len(names) > 1:

@@ -138,7 +138,7 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad_out, grad_lse):
     qkv, lse, keep = ctx.saved_tensors
-    dqkv = _attention_backward(qkv, ctx.heads, keep, ctx.keep_scale, lse, grad_out.contiguous())
+    dqkv = _attention_backward(qkv, ctx.heads, keep, ctx.keep_scale, lse, grad_out)
     return dqkv, None, None, None
 
 

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -163,19 +164,14 @@ inline void reduce<float, 8>(const float* A, const float* Y, int N, int P, float
 }
 #endif
 
-// W = softmax over keys of the scores (forward: also the log-sum-exp per query), or
-// exp(scores - lse) given the saved log-sum-exp (backward).
+// W = softmax over keys of the scores k_j . qt_i (qt holds the scaled queries); lse gets each
+// query's log-sum-exp, which the backward pass uses to recompute W.
 template <typename T, int D>
-void weights(const T* k, int64_t ld, const T* qt, int N, int P, T* W, T* lse, bool given) {
+void softmax_weights(const T* k, int64_t ld, const T* qt, int N, int P, T* W, T* lse) {
   using V = typename Vec<T>::V;
   constexpr int L = Vec<T>::L;
   outer<T, D>(k, ld, qt, N, P, W);
   for (int iv = 0; iv < P; iv += L) {
-    if (given) {
-      const V s = load<T>(lse + iv);
-      for (int j = 0; j < N; ++j) store<T>(W + j * P + iv, Vec<T>::exp(load<T>(W + j * P + iv) - s));
-      continue;
-    }
     V m = load<T>(W + iv);
     for (int j = 1; j < N; ++j) {
       const V w = load<T>(W + j * P + iv);
@@ -190,6 +186,18 @@ void weights(const T* k, int64_t ld, const T* qt, int N, int P, T* W, T* lse, bo
     const V inv = T(1) / l;
     for (int j = 0; j < N; ++j) store<T>(W + j * P + iv, load<T>(W + j * P + iv) * inv);
     for (int i = 0; i < L; ++i) lse[iv + i] = m[i] + std::log(l[i]);
+  }
+}
+
+// The same W from the saved log-sum-exp: exp(k_j . qt_i - lse_i).
+template <typename T, int D>
+void recomputed_weights(const T* k, int64_t ld, const T* qt, int N, int P, const T* lse, T* W) {
+  using V = typename Vec<T>::V;
+  constexpr int L = Vec<T>::L;
+  outer<T, D>(k, ld, qt, N, P, W);
+  for (int iv = 0; iv < P; iv += L) {
+    const V s = load<T>(lse + iv);
+    for (int j = 0; j < N; ++j) store<T>(W + j * P + iv, Vec<T>::exp(load<T>(W + j * P + iv) - s));
   }
 }
 
@@ -235,7 +243,7 @@ void forward_impl(const T* x, int64_t B, int64_t N_, int64_t H, const bool* keep
       const T* k = q + H * D;
       const T* v = k + H * D;
       transpose_in<T, D>(q, ld, N, P, scale, qt);
-      weights<T, D>(k, ld, qt, N, P, W, ls, false);
+      softmax_weights<T, D>(k, ld, qt, N, P, W, ls);
       std::memcpy(lse + bh * N, ls, N * sizeof(T));
       const T* Wv = W;
       if (keep) {
@@ -271,7 +279,7 @@ void backward_impl(const T* x, int64_t B, int64_t N_, int64_t H, const bool* kee
       std::fill(ls, ls + P, T(0));
       std::memcpy(ls, lse + bh * N, N * sizeof(T));
       transpose_in<T, D>(q, ld, N, P, scale, qt);
-      weights<T, D>(k, ld, qt, N, P, W, ls, true);
+      recomputed_weights<T, D>(k, ld, qt, N, P, ls, W);
       transpose_in<T, D>(g + b * N * ldo + h * D, ldo, N, P, T(1), gt);
       outer<T, D>(v, ld, gt, N, P, dW);  // gradient of the (dropped-out) weights
       const T* Wv = W;
@@ -296,31 +304,34 @@ void backward_impl(const T* x, int64_t B, int64_t N_, int64_t H, const bool* kee
   });
 }
 
+// Calls f with the head size as a compile-time constant (std::integral_constant<int, D>).
+template <typename F>
+void with_head_size(int64_t D, F&& f) {
+  switch (D) {
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    default: TORCH_CHECK(false, "attention: head size ", D, " not in {4, 8, 16}");
+  }
+}
+
 template <typename T>
 void run_forward(const at::Tensor& qkv, int64_t H, const bool* keep, double ks, at::Tensor& out,
                  at::Tensor& lse) {
-  const int64_t B = qkv.size(0), N = qkv.size(1), D = qkv.size(2) / (3 * H);
-  const T* x = qkv.data_ptr<T>();
-  T *o = out.data_ptr<T>(), *l = lse.data_ptr<T>();
-  switch (D) {
-    case 4: return forward_impl<T, 4>(x, B, N, H, keep, T(ks), o, l);
-    case 8: return forward_impl<T, 8>(x, B, N, H, keep, T(ks), o, l);
-    case 16: return forward_impl<T, 16>(x, B, N, H, keep, T(ks), o, l);
-    default: TORCH_CHECK(false, "attention: head size ", D, " not in {4, 8, 16}");
-  }
+  const int64_t B = qkv.size(0), N = qkv.size(1);
+  with_head_size(qkv.size(2) / (3 * H), [&](auto d) {
+    forward_impl<T, decltype(d)::value>(qkv.data_ptr<T>(), B, N, H, keep, T(ks),
+                                        out.data_ptr<T>(), lse.data_ptr<T>());
+  });
 }
 template <typename T>
 void run_backward(const at::Tensor& qkv, int64_t H, const bool* keep, double ks,
                   const at::Tensor& lse, const at::Tensor& g, at::Tensor& dqkv) {
-  const int64_t B = qkv.size(0), N = qkv.size(1), D = qkv.size(2) / (3 * H);
-  const T *x = qkv.data_ptr<T>(), *l = lse.data_ptr<T>(), *gp = g.data_ptr<T>();
-  T* dx = dqkv.data_ptr<T>();
-  switch (D) {
-    case 4: return backward_impl<T, 4>(x, B, N, H, keep, T(ks), l, gp, dx);
-    case 8: return backward_impl<T, 8>(x, B, N, H, keep, T(ks), l, gp, dx);
-    case 16: return backward_impl<T, 16>(x, B, N, H, keep, T(ks), l, gp, dx);
-    default: TORCH_CHECK(false, "attention: head size ", D, " not in {4, 8, 16}");
-  }
+  const int64_t B = qkv.size(0), N = qkv.size(1);
+  with_head_size(qkv.size(2) / (3 * H), [&](auto d) {
+    backward_impl<T, decltype(d)::value>(qkv.data_ptr<T>(), B, N, H, keep, T(ks),
+                                         lse.data_ptr<T>(), g.data_ptr<T>(), dqkv.data_ptr<T>());
+  });
 }
 
 void check_inputs(const at::Tensor& qkv, int64_t heads, const at::Tensor& keep) {
