@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from survae.architectures.toy import FeatureAffine, abs_flow_2d, abs_unif_2d, plain_flow_2d
 from survae.distributions import StandardUniform
 from survae.errors import ShapeError
+from survae.flows import Flow
 from survae.models import build_model
 from survae.registry import get
 from survae.testing import assert_invertible, assert_logdet_matches_autograd, grid_integral
@@ -98,6 +99,23 @@ def test_abs_flow_uses_fair_fixed_signs_by_default():
     assert not any(p is layer.logits for p in flow.parameters())
     learned = abs_flow_2d(learn_signs=True).transforms[0]
     assert any(p is learned.logits for p in learned.parameters())
+
+
+def test_abs_flow_on_the_axis_is_the_official_clamped_logit_formula():
+    """At x = (0, 0.5): log p = 2 log(1/2) (signs) + 2 log(1/4) (scale) − Σ log y(1 − y) with
+    y = clamp(|x|/4, 1e-6, 1 − 1e-6) (official Logit) + log p of the couplings at logit(y)."""
+    torch.manual_seed(0)
+    flow = abs_flow_2d(hidden=[16, 8]).double()
+    x = torch.tensor([[0.0, 0.5], [-0.5, 0.0], [4e-6, -0.5]], dtype=torch.float64)
+    y = (x.abs() / 4).clamp(1e-6, 1 - 1e-6)
+    tail = Flow(flow.base_dist, list(flow.transforms[3:])).double()
+    ref = 2 * math.log(0.5) + 2 * math.log(0.25) - (y * (1 - y)).log().sum(1)
+    ref = ref + tail.log_prob(y.log() - (-y).log1p())
+    torch.testing.assert_close(flow.log_prob(x), ref)
+    torch.testing.assert_close(flow.log_prob(x)[0], flow.log_prob(x[2:])[0])  # 0 ~ 4e-6
+    squeeze = abs_flow_2d(hidden=[16, 8], logit_mode="squeeze", logit_eps=1e-9).double()
+    squeeze.load_state_dict(flow.state_dict())
+    assert (squeeze.log_prob(x[:1]) - flow.log_prob(x[:1])).abs().item() > 1.0
 
 
 @pytest.mark.parametrize("builder", [abs_flow_2d, plain_flow_2d])

@@ -31,18 +31,34 @@ class Logit(Bijection):
 
     Outside its support (``y ∉ (0, 1)``) the density is 0: the contribution is ``−inf`` and
     ``z`` is set to 0 there so later layers stay finite; a NaN input stays NaN (a bug).
+
+    ``mode="clamp"`` is the official SurVAE ``Logit``: ``y = clamp(x, eps, 1 − eps)`` for
+    ``x ∈ [0, 1]`` (the edges included), contribution ``−log y − log(1 − y)``; it is not
+    invertible within ``eps`` of the edges (``inverse`` is the plain sigmoid there).
     """
 
-    def __init__(self, eps: float = 1e-6):
+    MODES = ("squeeze", "clamp")
+
+    def __init__(self, eps: float = 1e-6, mode: str = "squeeze"):
         super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"Logit: unknown mode {mode!r}; valid: {', '.join(self.MODES)}")
         self.eps = _check_eps("Logit", eps)
-        self._log_factor = math.log1p(-2.0 * self.eps)
+        self.mode = mode
+        self._log_factor = math.log1p(-2.0 * self.eps) if mode == "squeeze" else 0.0
+
+    def _squash(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y`` in (0, 1) and where ``x`` lies outside the support."""
+        if self.mode == "clamp":
+            # clamp keeps NaN, and NaN compares False: a NaN input stays NaN
+            return x.clamp(self.eps, 1.0 - self.eps), (x < 0) | (x > 1)
+        y = self.eps + (1.0 - 2.0 * self.eps) * x
+        return y, (y <= 0) | (y >= 1)  # False for NaN: a NaN input stays NaN
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.eps + (1.0 - 2.0 * self.eps) * x
-        outside = (y <= 0) | (y >= 1)  # False for NaN: a NaN input stays NaN
+        y, outside = self._squash(x)
         y = torch.where(outside, 0.5, y)
         z = torch.log(y) - torch.log1p(-y)
         # -log y - log(1 - y) = softplus(-z) + softplus(z), stable for large |z|
@@ -53,12 +69,15 @@ class Logit(Bijection):
     def inverse_with_ldj(
         self, z: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (torch.sigmoid(z) - self.eps) / (1.0 - 2.0 * self.eps)
+        if self.mode == "clamp":
+            x = torch.sigmoid(z)
+        else:
+            x = (torch.sigmoid(z) - self.eps) / (1.0 - 2.0 * self.eps)
         ldj = -sum_except_batch(F.softplus(z) + F.softplus(-z) + self._log_factor)
         return x, ldj
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps}"
+        return f"eps={self.eps}, mode={self.mode}"
 
 
 @register("layer", "sigmoid")

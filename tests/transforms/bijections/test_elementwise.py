@@ -52,6 +52,22 @@ def test_logit_stable_near_boundaries():
     assert torch.isfinite(ldj).all()
 
 
+def test_logit_clamp_is_the_official_formula_edges_included():
+    layer = Logit(1e-6, mode="clamp").double()
+    x = torch.tensor([[0.0, 0.5, 1.0, 0.3], [1e-7, 0.9, 2e-6, 1 - 1e-7]], dtype=torch.float64)
+    z, ldj = layer(x)
+    y = x.clamp(1e-6, 1 - 1e-6)
+    torch.testing.assert_close(z, torch.log(y) - torch.log1p(-y))
+    torch.testing.assert_close(ldj, (-torch.log(y) - torch.log1p(-y)).sum(1))
+    inside = torch.rand(3, 4, dtype=torch.float64) * 0.98 + 0.01
+    assert_invertible(layer, inside, atol=1e-10, rtol=1e-10)
+    assert_logdet_matches_autograd(layer, inside)
+    _, ldj_out = layer(torch.tensor([[-0.1, 0.5], [0.5, 0.5], [0.5, 1.2]], dtype=torch.float64))
+    assert ldj_out[0] == -math.inf and ldj_out[2] == -math.inf and torch.isfinite(ldj_out[1])
+    with pytest.raises(ValueError, match="Logit: unknown mode 'clip'; valid: squeeze, clamp"):
+        Logit(1e-6, mode="clip")
+
+
 @pytest.mark.parametrize("s", [2.0, -0.5, 1 / 256])
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 2, 2)])
 def test_scale(s, shape):
