@@ -9,7 +9,7 @@ Speed features (``--compile``, ``--bf16``, ``--channels-last``, ``--memory-savin
 measured against the same workload with them switched off, in the same run; ``--ablate`` runs
 the baseline, each feature alone and all together, and reports baseline/variant ratios. Each
 measurement runs in its own subprocess (peak RSS is per process) unless ``--in-process``.
-See :mod:`survae.benchmarking` for what exactly is timed.
+See :mod:`survae.bench.benchmark` for what exactly is timed.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import survae  # noqa: F401  (first: torchvision shim)
-from survae import benchmarking
+from survae.bench import benchmark
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark and return its JSON report (see :func:`survae.benchmarking.main`)."""
-    return benchmarking.main(argv)
+    """Run the benchmark and return its JSON report (see :func:`survae.bench.benchmark.main`)."""
+    return benchmark.main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(benchmarking.cli())
+    sys.exit(benchmark.cli())

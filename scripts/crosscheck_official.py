@@ -440,7 +440,7 @@ def our_side(name: str, src: Path, out: Path) -> None:
         if isinstance(m, ActNorm):
             m.initialized.fill_(True)
     if SPEED["fused_attention"]:
-        from survae.speed import set_fused_attention
+        from survae.runtime.speed import set_fused_attention
 
         set_fused_attention(model)
     x = data["x"].to(torch.uint8) if "cifar" in name else data["x"].to(DTYPE["value"])

@@ -13,14 +13,14 @@ import argparse
 import json
 
 import survae  # noqa: F401  (first: torchvision shim)
-from survae.devices import check_device
-from survae.evaluation import (
+from survae.app.evaluation import (
     check_output_path,
     datamodule_from_checkpoint,
     evaluate_log_likelihood,
     input_errors,
     load_for_eval,
 )
+from survae.runtime.devices import check_device
 
 
 def main(argv: list[str] | None = None) -> dict:

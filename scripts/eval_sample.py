@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 import survae  # noqa: F401  (first: torchvision shim)
-from survae.devices import check_device
-from survae.evaluation import (
+from survae.app.evaluation import (
     check_output_path,
     datamodule_from_checkpoint,
     input_errors,
@@ -33,6 +32,7 @@ from survae.metrics import (
     inception_feature_extractor,
     resolve_inception_weights,
 )
+from survae.runtime.devices import check_device
 
 #: Inception Score is averaged over this many subsets of the samples
 IS_SPLITS = 10

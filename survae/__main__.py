@@ -28,12 +28,12 @@ def version_text() -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``--version``/``-V`` prints :func:`version_text`; anything else goes to the training app
-    (:func:`survae.cli.main`)."""
+    (:func:`survae.app.cli.main`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("--version", "-V"):
         print(version_text())
         return
-    from survae import cli
+    from survae.app import cli
 
     cli.main(args)
 

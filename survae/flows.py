@@ -49,7 +49,7 @@ class Flow(nn.Module):
     def forward_plan(self) -> Sequence[Transform]:
         """The layers :meth:`transform_to_latent` runs, in order: ``transforms`` itself unless
         an equivalent regrouping of them was installed as the plain attribute ``_forward_plan``
-        (:func:`survae.speed.enable_memory_saving` groups runs of bijections into
+        (:func:`survae.runtime.speed.enable_memory_saving` groups runs of bijections into
         memory-saving blocks). The regrouping is not registered as submodules, so parameters,
         ``state_dict`` keys and every other method are unaffected."""
         plan = self.__dict__.get("_forward_plan")

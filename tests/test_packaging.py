@@ -223,7 +223,7 @@ def test_wheel_contents_and_clean_build(installed_wheel):
 @pytest.mark.slow
 def test_installed_commands_find_their_configs(installed_wheel, tmp_path):
     _, bin_dir, _ = installed_wheel
-    code = "import survae.cli as c; print(c.__file__); print(c.config_dir())"
+    code = "import survae.app.cli as c; print(c.__file__); print(c.config_dir())"
     where = _run_installed(bin_dir, ["python", "-c", code], tmp_path)
     assert where.returncode == 0, where.stderr[-3000:]
     module_file, config_dir = where.stdout.split()

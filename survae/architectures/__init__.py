@@ -18,18 +18,18 @@ from survae.architectures.conditional import (  # noqa: E402
     ClassEmbeddingContext,
     ConditionalGlowTopPrior,
 )
-from survae.architectures.flowpp import (  # noqa: E402
+from survae.architectures.glow import GlowTopPrior, MultiScaleFlow  # noqa: E402
+from survae.architectures.point_flows import PointAffineCoupling, PointShuffle, SwapAxes  # noqa: E402
+from survae.architectures.survae_image import ChannelwiseNormal  # noqa: E402
+from survae.architectures.toy import FeatureAffine  # noqa: E402
+from survae.architectures.vae import IAFPosterior  # noqa: E402
+from survae.transforms.bijections.flowpp import (  # noqa: E402
     ElementwiseActNorm,
     FlowPPAffineCoupling,
     GroupedConv1x1,
     HalfSplit,
     SpaceToDepth,
 )
-from survae.architectures.glow import GlowTopPrior, MultiScaleFlow  # noqa: E402
-from survae.architectures.point_flows import PointAffineCoupling, PointShuffle, SwapAxes  # noqa: E402
-from survae.architectures.survae_image import ChannelwiseNormal  # noqa: E402
-from survae.architectures.toy import FeatureAffine  # noqa: E402
-from survae.architectures.vae import IAFPosterior  # noqa: E402
 
 __all__ = [
     "ChannelwiseNormal",

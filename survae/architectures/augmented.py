@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from survae.architectures.flowpp import (
-    FlowPPContextNet,
     check_discrete_image,
     conditional_flowpp,
     flowpp_front,
@@ -30,6 +29,7 @@ from survae.architectures.flowpp import (
 )
 from survae.distributions import StandardNormal
 from survae.flows import Flow
+from survae.nn.flowpp_context import FlowPPContextNet
 from survae.registry import register
 from survae.transforms.base import Transform
 from survae.transforms.bijections.elementwise import Logit

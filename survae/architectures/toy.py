@@ -119,16 +119,18 @@ def abs_flow_2d(
     hidden: Sequence[int] = (200, 100),
     scale_fn: str = "softplus",
     bound: float = 4.0,
-    logit_eps: float = 1e-6,
+    logit_eps: float = 1e-9,
     learn_signs: bool = False,
     init: str = "official",
     activation: str = "relu",
-    logit_mode: str = "clamp",
+    logit_mode: str = "squeeze",
 ) -> Flow:
     """AbsFlow (official ``train_abs_flow.py``): |x| with fair signs → x/bound → logit → affine
     couplings → N(0, I). Exact likelihood. Data must lie inside ``[-bound, bound]²``.
     ``learn_signs=True`` learns one sign probability per coordinate (survae's option).
 
+    The defaults (``squeeze``, ``1e-9``) keep models saved before ``logit_mode`` existed
+    loading as they were trained; the experiment configs set the official behaviour:
     ``logit_mode="clamp"`` with ``logit_eps=1e-6`` is the official ``Logit`` (input clamped to
     ``[1e-6, 1 − 1e-6]``: on the axes, x_d = 0, log p is that of x_d = 4e-6);
     ``logit_mode="squeeze"`` is survae's ``eps + (1 − 2·eps)·x`` (an option; with

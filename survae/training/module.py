@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from survae.metrics import importance_weighted_log_prob, metric_for
 from survae.models import build_model
-from survae.speed import apply_speed_options
+from survae.runtime.speed import apply_speed_options
 from survae.training.optim import build_optimizer, build_scheduler
 
 

@@ -30,8 +30,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from survae import registry
 from survae.checkpoints import load_checkpoint
 from survae.config_check import ConfigError, check_kwargs
-from survae.malloc import retain_heap
-from survae.threads import configure_threads
+from survae.runtime.heap import retain_heap
+from survae.runtime.threads import configure_threads
 from survae.training.callbacks import SampleFigures
 from survae.training.checkpoint import (
     AtomicCheckpointIO,
@@ -182,20 +182,26 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
             raise
 
 
-def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: str) -> dict:
+def _checkpoint_to_resume(cfg: Mapping[str, Any], ckpt_dir: str) -> str | None:
+    """The checkpoint this run continues from: ``ckpt_path``, else the folder's own
+    ``last.ckpt`` (a stopped or requeued run), checked against the config; None for a new run."""
     for path in remove_orphan_temporaries(ckpt_dir) if os.path.isdir(ckpt_dir) else []:
         print(f"[survae] removed {path}: left by a checkpoint write that was killed")
-    trust = bool(cfg.get("trust_checkpoint", False))
     ckpt_path = cfg.get("ckpt_path")
     latest = os.path.join(ckpt_dir, LatestCheckpoint.FILENAME)
     if ckpt_path is None and os.path.isfile(latest):
         ckpt_path = latest  # this folder's run was stopped (e.g. a requeued job): continue it
     if ckpt_path is not None:
+        trust = bool(cfg.get("trust_checkpoint", False))
         check_resume_compatible(
             load_checkpoint(ckpt_path, trust=trust), cfg, str(ckpt_path), cfg.get("force_resume")
         )
-    write_config_record(out_dir, cfg)
+    return ckpt_path
 
+
+def _build_module(cfg: Mapping[str, Any], seed: int, ckpt_dir: str) -> tuple[Any, FlowModule]:
+    """The data module and the Lightning module of the config, with the process's threads and
+    heap set for them."""
     dm = build_datamodule(cfg["data"], seed)
     info = data_info(dm)
     module = FlowModule(
@@ -210,9 +216,9 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
         data_config=dict(cfg["data"]),
         speed=dict(cfg.get("speed") or {}),
     )
-    num_params = sum(p.numel() for p in module.model.parameters())
+    num_params = _num_params(module)
     print(f"[survae] model: {num_params:,} parameters; data: {info['name']} {tuple(info['shape'])}")
-    configure_threads(  # intra-op threads from the cores this run really has (survae.threads)
+    configure_threads(  # intra-op threads from the cores this run really has (runtime.threads)
         cfg.get("threads", "auto"),
         dataloader_workers=int(cfg["data"].get("num_workers") or 0),
         data_kind=info["kind"],
@@ -220,7 +226,18 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
     )
     if cfg.get("retain_heap", True) and retain_heap():  # no page faults re-paid every step
         print("[survae] heap: freed memory stays in the process (retain_heap=true)")
+    return dm, module
 
+
+def _num_params(module: FlowModule) -> int:
+    return sum(p.numel() for p in module.model.parameters())
+
+
+def _build_trainer(
+    cfg: Mapping[str, Any], module: FlowModule, out_dir: str, ckpt_dir: str
+) -> tuple[pl.Trainer, Any]:
+    """The Lightning trainer of the config, with survae's callbacks, atomic checkpoint writes
+    and the logger (None when ``logger.type`` is none)."""
     logger = build_logger(cfg.get("logger") or {"type": "none"}, out_dir, run_config=cfg)
     callbacks = build_callbacks(
         cfg.get("callbacks") or {}, ckpt_dir, out_dir, module.metric, logger is not None
@@ -235,12 +252,16 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
         default_root_dir=out_dir,
     )
     if logger is not None:
-        logger.log_hyperparams(
-            {"num_parameters": num_params, "likelihood": "exact" if module.model.exact else "bound"}
-        )
-    if ckpt_path is not None:
-        print(f"[survae] resuming from {ckpt_path}")
+        exact = "exact" if module.model.exact else "bound"
+        logger.log_hyperparams({"num_parameters": _num_params(module), "likelihood": exact})
+    return trainer, logger
 
+
+def _fit(
+    trainer: pl.Trainer, module: FlowModule, dm: Any, ckpt_path: str | None, trust: bool
+) -> tuple[str | None, float]:
+    """Train; returns the name of the signal that stopped training (None: it finished) and
+    the seconds it took."""
     started = time.time()
     interrupted: str | None = None
     try:
@@ -249,15 +270,25 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
         interrupted = stop.signame
     except SIGTERMException:  # SIGTERM outside a training step (e.g. in validation)
         interrupted = "SIGTERM"
-    fit_seconds = time.time() - started
+    return interrupted, time.time() - started
 
+
+def _fit_results(
+    cfg: Mapping[str, Any],
+    trainer: pl.Trainer,
+    module: FlowModule,
+    out_dir: str,
+    latest: str,
+    interrupted: str | None,
+) -> dict[str, Any]:
+    """The checkpoints (the tested one first), the validation values and the stop reason."""
     ckpt_cb = trainer.checkpoint_callback
     best = getattr(ckpt_cb, "best_model_path", "") or ""
     last = latest if os.path.isfile(latest) else ""
     # the weights that are (or would be) tested: best by validation, or the final ones
     use_best = cfg.get("test_checkpoint", "best") == "best"
     metric = module.metric.name
-    results: dict[str, Any] = {
+    return {
         "checkpoint": (best or last) if use_best else last,
         "best_checkpoint": best,
         "last_checkpoint": last,
@@ -269,15 +300,27 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
         },
         "interrupted": interrupted,
     }
-    if interrupted:
+
+
+def _test(
+    cfg: Mapping[str, Any], trainer: pl.Trainer, module: FlowModule, dm: Any, results: dict
+) -> None:
+    """Test the chosen weights into ``results["test"]`` (or say how to continue a stopped
+    run), and print the checkpoint and the test value."""
+    metric, out_dir = results["metric"], results["output_dir"]
+    if results["interrupted"]:
         print(
-            f"[survae] stopped by {interrupted} at step {trainer.global_step}; latest state: "
-            f"{results['last_checkpoint']}\n[survae] continue with: survae-run resume={out_dir}"
+            f"[survae] stopped by {results['interrupted']} at step {trainer.global_step}; latest "
+            f"state: {results['last_checkpoint']}\n"
+            f"[survae] continue with: survae-run resume={out_dir}"
         )
     elif cfg.get("test", True):
         # best: the best-validation weights; last: the final (in-memory) weights, as the
         # SurVAE code tests
-        ckpt = best if use_best and best and not trainer_kwargs.get("fast_dev_run") else None
+        best = results["best_checkpoint"]
+        use_best = cfg.get("test_checkpoint", "best") == "best"
+        fast_dev_run = dict(cfg.get("trainer") or {}).get("fast_dev_run")
+        ckpt = best if use_best and best and not fast_dev_run else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
         results["test"] = tested[0] if tested else {}
     value = results.get("test", {}).get(f"test/{metric}")
@@ -285,11 +328,25 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
     print(f"[survae] checkpoint: {results['checkpoint'] or '(none written)'}")
     if value is not None:
         print(f"[survae] test/{metric} = {value:.4f} ({exact})")
+
+
+def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: str) -> dict:
+    ckpt_path = _checkpoint_to_resume(cfg, ckpt_dir)
+    write_config_record(out_dir, cfg)
+    dm, module = _build_module(cfg, seed, ckpt_dir)
+    trainer, logger = _build_trainer(cfg, module, out_dir, ckpt_dir)
+    if ckpt_path is not None:
+        print(f"[survae] resuming from {ckpt_path}")
+    trust = bool(cfg.get("trust_checkpoint", False))
+    interrupted, fit_seconds = _fit(trainer, module, dm, ckpt_path, trust)
+    latest = os.path.join(ckpt_dir, LatestCheckpoint.FILENAME)
+    results = _fit_results(cfg, trainer, module, out_dir, latest, interrupted)
+    _test(cfg, trainer, module, dm, results)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     if trainer.is_global_zero:
         write_run_record(
-            out_dir, cfg, results, trainer, num_params, fit_seconds, module.model.exact
+            out_dir, cfg, results, trainer, _num_params(module), fit_seconds, module.model.exact
         )
     # close the W&B run now (in-process sweep jobs would otherwise share it); an interrupted
     # run shows as not completed

@@ -124,7 +124,7 @@ def validate_callbacks_config(callbacks: Mapping[str, Any]) -> None:
             check_number("callbacks.samples.temperature", samples["temperature"], gt=0.0)
 
 
-#: what a sweeper may optimise (``survae.cli.sweep_objective``): never a test metric
+#: what a sweeper may optimise (``survae.app.cli.sweep_objective``): never a test metric
 OBJECTIVES = ("val_best", "val_last")
 
 

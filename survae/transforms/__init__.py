@@ -27,6 +27,13 @@ from survae.transforms.bijections.batchnorm import BatchNormBijection
 from survae.transforms.bijections.conv1x1 import Conv1x1, Conv1x1LU
 from survae.transforms.bijections.coupling import AdditiveCoupling, AffineCoupling
 from survae.transforms.bijections.elementwise import Logit, Scale, Shift, Sigmoid
+from survae.transforms.bijections.flowpp import (
+    ElementwiseActNorm,
+    FlowPPAffineCoupling,
+    GroupedConv1x1,
+    HalfSplit,
+    SpaceToDepth,
+)
 from survae.transforms.bijections.logistic_mixture import LogisticMixtureCoupling
 from survae.transforms.bijections.permutation import RandomPermutation, Reverse
 from survae.transforms.bijections.spline import RQSplineAutoregressive, RQSplineCoupling
@@ -59,6 +66,11 @@ __all__ = [
     "InverseAutoregressive",
     "InverseBijection",
     "LogisticMixtureCoupling",
+    "ElementwiseActNorm",
+    "FlowPPAffineCoupling",
+    "GroupedConv1x1",
+    "HalfSplit",
+    "SpaceToDepth",
     "Logit",
     "MaskedAffineAutoregressive",
     "MaxPoolSurjection2d",

@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 
 from survae import registry
 from survae.architectures.augmented import anf, vflow
-from survae.architectures.flowpp import ContextFlowSampler, FlowPPAffineCoupling
 from survae.models import build_model
 from survae.nn.flowpp import FlowPPNet
+from survae.nn.flowpp_context import ContextFlowSampler
+from survae.transforms.bijections.flowpp import FlowPPAffineCoupling
 from survae.transforms.surjections.augment import Augment
 from survae.transforms.surjections.dequantization import UniformDequantization
 

@@ -210,7 +210,7 @@ def test_small_model_learns_gaussian_mixture(arch, dim):
 def test_maf_paper_experiments_use_the_papers_unbounded_log_scale(experiment):
     """The paper's MADE log-scale is unbounded; survae's soft clamp is an option, not the
     paper experiments' default."""
-    from survae.benchmarking import compose_experiment
+    from survae.bench.benchmark import compose_experiment
 
     cfg = compose_experiment(experiment)
     assert cfg["model"]["architecture"] == "maf"

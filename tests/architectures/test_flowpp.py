@@ -11,19 +11,19 @@ import torch
 from omegaconf import OmegaConf
 
 from survae import registry
-from survae.architectures.flowpp import (
-    ElementwiseActNorm,
-    FlowPPAffineCoupling,
-    GroupedConv1x1,
-    HalfSplit,
-    SpaceToDepth,
-    flowpp,
-)
+from survae.architectures.flowpp import flowpp
 from survae.errors import ShapeError
 from survae.models import build_model
 from survae.nn.flowpp import FlowPPNet, WeightNormConv2d
 from survae.testing import assert_invertible, assert_logdet_matches_autograd
 from survae.transforms.base import Sequential
+from survae.transforms.bijections.flowpp import (
+    ElementwiseActNorm,
+    FlowPPAffineCoupling,
+    GroupedConv1x1,
+    HalfSplit,
+    SpaceToDepth,
+)
 from survae.transforms.bijections.logistic_mixture import LogisticMixtureCoupling
 from survae.transforms.surjections.dequantization import (
     UniformDequantization,

@@ -105,7 +105,7 @@ def test_abs_flow_on_the_axis_is_the_official_clamped_logit_formula():
     """At x = (0, 0.5): log p = 2 log(1/2) (signs) + 2 log(1/4) (scale) − Σ log y(1 − y) with
     y = clamp(|x|/4, 1e-6, 1 − 1e-6) (official Logit) + log p of the couplings at logit(y)."""
     torch.manual_seed(0)
-    flow = abs_flow_2d(hidden=[16, 8]).double()
+    flow = abs_flow_2d(hidden=[16, 8], logit_mode="clamp", logit_eps=1e-6).double()
     x = torch.tensor([[0.0, 0.5], [-0.5, 0.0], [4e-6, -0.5]], dtype=torch.float64)
     y = (x.abs() / 4).clamp(1e-6, 1 - 1e-6)
     tail = Flow(flow.base_dist, list(flow.transforms[3:])).double()

@@ -196,7 +196,7 @@ def test_unsupported_inputs_use_pytorch(ext):
 
 def test_speed_option_on_a_point_flow(ext):
     from survae.models import build_model
-    from survae.speed import apply_speed_options
+    from survae.runtime.speed import apply_speed_options
 
     spec = {
         "architecture": "permute_flow",
@@ -239,7 +239,7 @@ def test_build_failure_is_a_clear_error(monkeypatch):
     try:
         with pytest.raises(FA.FusedAttentionBuildError, match="ninja.*fused_attention=false"):
             FA.load_extension()
-        from survae.speed import set_fused_attention
+        from survae.runtime.speed import set_fused_attention
 
         with pytest.raises(FA.FusedAttentionBuildError):
             set_fused_attention(SelfAttention(64, 8))

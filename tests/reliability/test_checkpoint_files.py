@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
 from conftest import QUIET, compose_config, run_cli, tiny_data  # noqa: E402
 
 from survae import load_model  # noqa: E402
+from survae.app.evaluation import checkpoint_hparams, load_for_eval  # noqa: E402
 from survae.checkpoints import CheckpointError, load_checkpoint  # noqa: E402
 from survae.config_check import ConfigError  # noqa: E402
-from survae.evaluation import checkpoint_hparams, load_for_eval  # noqa: E402
 from survae.training import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import QUIET, run_cli, tiny_data  # noqa: E402  (tests/training/conftest.py)
 
-from survae.cli import sweep_objective  # noqa: E402
+from survae.app.cli import sweep_objective  # noqa: E402
 from survae.config_check import ConfigError  # noqa: E402
 from survae.training import resolvers, train  # noqa: E402
 from survae.training.validation import OBJECTIVES  # noqa: E402
@@ -220,7 +220,7 @@ def test_early_stopping_run_shorter_than_one_validation_finishes(make_config):
 @pytest.mark.parametrize("which", ["best", "last"])
 def test_test_checkpoint_chooses_the_weights_that_are_tested(make_config, tmp_path, which):
     from survae import load_model
-    from survae.evaluation import datamodule_from_checkpoint, evaluate_log_likelihood
+    from survae.app.evaluation import datamodule_from_checkpoint, evaluate_log_likelihood
 
     results = train(make_config("trainer.max_epochs=3", f"test_checkpoint={which}"))
     path = results["checkpoint"]  # the tested weights

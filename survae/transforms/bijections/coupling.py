@@ -68,7 +68,7 @@ def call_network(
     Under autocast the network's matrix products and convolutions run in the lower precision;
     its output is cast back to the dtype of the first input, so the shift/scale arithmetic,
     log-determinants and base densities that follow stay in full precision
-    (``survae.speed.set_coupling_autocast`` sets ``autocast_dtype`` per layer).
+    (``survae.runtime.speed.set_coupling_autocast`` sets ``autocast_dtype`` per layer).
     """
     if autocast_dtype is None:
         return net(*inputs)

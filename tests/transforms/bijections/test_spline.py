@@ -354,15 +354,15 @@ def test_spline_benchmark_workloads(tmp_path):
     layers in pairs; the spline autoregressive one measures on synthetic tabular data."""
     from pathlib import Path
 
-    from survae import benchmarking
+    from survae.bench import benchmark, workloads
 
-    configs = Path(benchmarking.CONFIG_DIR) / "experiment"
-    assert all((configs / f"{n}.yaml").is_file() for n in benchmarking.SPLINE_WORKLOADS)
-    assert any(n.startswith("nsf_ar_") for n in benchmarking.SPLINE_WORKLOADS)
-    assert any(n.startswith("maf_") for n in benchmarking.SPLINE_WORKLOADS)
+    configs = Path(workloads.CONFIG_DIR) / "experiment"
+    assert all((configs / f"{n}.yaml").is_file() for n in workloads.SPLINE_WORKLOADS)
+    assert any(n.startswith("nsf_ar_") for n in workloads.SPLINE_WORKLOADS)
+    assert any(n.startswith("maf_") for n in workloads.SPLINE_WORKLOADS)
     threads = torch.get_num_threads()
     try:
-        report = benchmarking.main(
+        report = benchmark.main(
             ["--workloads", "nsf_ar_power", "--in-process", "--quiet", "--threads", "1",
              "--steps", "1", "--warmup", "1", "--batch", "8", "--device", "cpu",
              "--override", "model.num_steps=2", "--override", "model.hidden=16"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from survae import benchmarking
-from survae.devices import DeviceUnavailableError, available_devices, check_device
+from survae.bench import benchmark
+from survae.runtime.devices import DeviceUnavailableError, available_devices, check_device
 
 
 @pytest.fixture
@@ -53,9 +53,9 @@ def test_benchmark_stops_at_once_on_an_absent_device(no_cuda, monkeypatch, capsy
     def no_work(*args, **kwargs):
         raise AssertionError("a workload was composed or measured for an absent device")
 
-    monkeypatch.setattr(benchmarking, "compose_experiment", no_work)
-    monkeypatch.setattr(benchmarking, "run_workload", no_work)
-    code = benchmarking.cli(["--workloads", "glow_cifar10,abs_flow_corners", "--device", "cuda"])
+    monkeypatch.setattr(benchmark, "compose_experiment", no_work)
+    monkeypatch.setattr(benchmark, "run_workload", no_work)
+    code = benchmark.cli(["--workloads", "glow_cifar10,abs_flow_corners", "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("benchmark: --device cuda: no CUDA device")

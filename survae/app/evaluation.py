@@ -1,7 +1,7 @@
 """Evaluating trained checkpoints: importance-weighted likelihoods and sample quality.
 
 The scripts (``scripts/eval_loglik.py``, ``scripts/eval_sample.py``) check their inputs with
-:func:`check_output_path` and :func:`survae.devices.check_device` before any work, and show
+:func:`check_output_path` and :func:`survae.runtime.devices.check_device` before any work, and show
 progress with :func:`progress_iter`.
 """
 
@@ -77,7 +77,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from survae.checkpoints import CheckpointError
     from survae.config_check import ConfigError
     from survae.data.errors import DatasetCorruptedError
-    from survae.devices import DeviceUnavailableError
+    from survae.runtime.devices import DeviceUnavailableError
 
     return (
         CheckpointError,

@@ -1,4 +1,4 @@
-"""The CPU thread policy (survae.threads) with mocked affinity, cgroups and environment."""
+"""The CPU thread policy (survae.runtime.threads) with mocked affinity, cgroups and environment."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from survae import threads
 from survae.config_check import ConfigError
+from survae.runtime import threads
 
 
 @pytest.fixture(autouse=True)

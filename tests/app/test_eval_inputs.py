@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import survae  # noqa: F401  (first: torchvision shim)
-from survae.evaluation import check_output_path, progress_iter
+from survae.app.evaluation import check_output_path, progress_iter
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 

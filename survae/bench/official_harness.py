@@ -1,8 +1,8 @@
 """Time the official SurVAE Flows code's training step on one workload (run as a script).
 
-    python -I survae/official_harness.py SPEC_JSON OUT_JSON
+    python -I survae/bench/official_harness.py SPEC_JSON OUT_JSON
 
-Run by :func:`survae.benchmarking.run_official` in its own process, because the official
+Run by :func:`survae.bench.benchmark.run_official` in its own process, because the official
 package is also called ``survae``: this file imports nothing from this project, removes its own
 folder from ``sys.path`` and puts the official checkout (``spec["official"]``) first. The model
 is built by the official experiment script itself: for the toy and point-cloud workloads the
@@ -12,7 +12,7 @@ batch; for the image workloads ``experiments/image/train.py``'s calls (``get_mod
 ``get_optim``) are made with the README's arguments. The batch comes from a ``.npy`` file
 (``allow_pickle=False``). The training step is the script's: ``zero_grad`` → loss →
 ``backward`` → ``step`` → per-iteration scheduler step; untimed warm-up steps, then ``steps``
-timed ones (``time.perf_counter``), as :func:`survae.benchmarking.measure` times survae.
+timed ones (``time.perf_counter``), as :func:`survae.bench.benchmark.measure` times survae.
 """
 
 from __future__ import annotations

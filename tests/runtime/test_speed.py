@@ -1,5 +1,5 @@
-"""Speed features (survae.speed): each optional, each leaving log_prob unchanged to the stated
-tolerance — bf16 coupling networks, channels-last, memory-saving blocks in a Flow, no host
+"""Speed features (survae.runtime.speed): each optional, each leaving log_prob unchanged to the
+stated tolerance — bf16 coupling networks, channels-last, memory-saving blocks in a Flow, no host
 synchronisation in forward passes, torch.compile, and the config entry point."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from survae import registry, speed
+from survae import registry
 from survae.distributions import StandardNormal
 from survae.flows import Flow
+from survae.runtime import speed
 from survae.transforms.base import Sequential
 from survae.transforms.bijections.actnorm import ActNorm
 from survae.transforms.bijections.conv1x1 import Conv1x1, Conv1x1LU

@@ -1,4 +1,4 @@
-"""survae.malloc.retain_heap: after it, freeing and re-allocating a large block costs no page
+"""survae.runtime.heap.retain_heap: after it, freeing and re-allocating a large block costs no page
 faults (glibc on Linux); checked in a fresh interpreter so this process keeps its defaults."""
 
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import survae.malloc
+import survae.runtime.heap
 
 SCRIPT = """
 import ctypes, importlib.util, resource, sys
@@ -31,7 +31,7 @@ print(applied, *faults)
 
 def _faults(mode: str) -> tuple[str, list[int]]:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(Path(survae.malloc.__file__)), mode],
+        [sys.executable, "-c", SCRIPT, str(Path(survae.runtime.heap.__file__)), mode],
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     return out[0], [int(v) for v in out[1:]]
@@ -52,4 +52,4 @@ def test_retained_heap_reuses_pages_where_the_default_faults_again():
 
 def test_off_linux_nothing_is_applied(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
-    assert survae.malloc.retain_heap() is False
+    assert survae.runtime.heap.retain_heap() is False

@@ -21,7 +21,7 @@ from survae.config_check import ConfigError
 
 def config_dir() -> str:
     """The folder holding ``train.yaml``: the checkout's ``configs/`` or the installed copy."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the package folder (survae/)
     # the package's own copy first (in a checkout a link to ../configs), so a stray
     # site-packages/configs of another distribution is never picked up
     for candidate in (here / "configs", here.parent / "configs"):

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from survae import benchmarking
+from survae.bench import benchmark, flops, report, runner, timing, workloads
+from survae.bench import official as official_bench
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 
 #: keys every successful measurement has, with their types
 RESULT_TYPES = {
@@ -132,22 +133,22 @@ def test_small_image_workload(run_main):
 
 
 def test_synthetic_batches_have_the_data_format():
-    cfg = benchmarking.compose_experiment("permute_flow_spatial_mnist")
-    dm = benchmarking._datamodule(cfg, 8, seed=0)
-    x = benchmarking.synthetic_batch(dm, 8)
+    cfg = workloads.compose_experiment("permute_flow_spatial_mnist")
+    dm = workloads._datamodule(cfg, 8, seed=0)
+    x = workloads.synthetic_batch(dm, 8)
     assert x.dtype == torch.float32 and x.shape == (8, 50, 2)
     assert x.min() >= 0 and x.max() < 28
-    cfg = benchmarking.compose_experiment("glow_cifar10")
-    x = benchmarking.synthetic_batch(benchmarking._datamodule(cfg, 3, seed=0), 3)
+    cfg = workloads.compose_experiment("glow_cifar10")
+    x = workloads.synthetic_batch(workloads._datamodule(cfg, 3, seed=0), 3)
     assert x.dtype == torch.uint8 and x.shape == (3, 3, 32, 32)
-    assert torch.equal(x, benchmarking.synthetic_batch(benchmarking._datamodule(cfg, 3, 0), 3))
-    cfg = benchmarking.compose_experiment("abs_flow_eight_gaussians")
-    x = benchmarking.synthetic_batch(benchmarking._datamodule(cfg, 16, seed=0), 16)
+    assert torch.equal(x, workloads.synthetic_batch(workloads._datamodule(cfg, 3, 0), 3))
+    cfg = workloads.compose_experiment("abs_flow_eight_gaussians")
+    x = workloads.synthetic_batch(workloads._datamodule(cfg, 16, seed=0), 16)
     assert x.shape == (16, 2) and x.abs().max() < 4  # the toy set's own samples
 
 
 def test_variant_plans():
-    plan = benchmarking.plan_variants
+    plan = workloads.plan_variants
     assert plan("image", [], ablate=False) == [("baseline", ())]
     assert plan("image", ["compile", "bf16"], ablate=False) == [
         ("baseline", ()),
@@ -165,7 +166,7 @@ def test_variant_plans():
     assert "fused_attention" not in [n for n, _ in plan("toy", [], ablate=True)]
     assert plan("image", ["bf16"], ablate=True) == [("baseline", ()), ("bf16", ("bf16",))]
     cfg = {"speed": {"memory_saving": True, "memory_saving_anchor_every": 4}}
-    speed = benchmarking.variant_speed(cfg, ["compile"])
+    speed = workloads.variant_speed(cfg, ["compile"])
     assert speed["compile"] and not speed["memory_saving"]  # baseline switches are off
     assert speed["memory_saving_anchor_every"] == 4  # the config's settings stay
 
@@ -173,12 +174,12 @@ def test_variant_plans():
 def test_ratios_and_failed_workloads(run_main):
     base = {"train_ms_median": 10.0, "eval_ms_median": 4.0, "sample_ms": 2.0, "peak_mem_mb": 100}
     fast = {"train_ms_median": 5.0, "eval_ms_median": 4.0, "sample_ms": 4.0, "peak_mem_mb": 50}
-    assert benchmarking.ratios(base, fast) == {"train": 2.0, "eval": 1.0, "sample": 0.5,
+    assert runner.ratios(base, fast) == {"train": 2.0, "eval": 1.0, "sample": 0.5,
                                                "peak_mem": 2.0}  # fmt: skip
-    assert benchmarking.ratios(base, {"error": "x"})["train"] is None
+    assert runner.ratios(base, {"error": "x"})["train"] is None
     report, _, md = run_main("--workloads", "no_such_experiment", "--steps", "1")
     assert "no_such_experiment" in report["no_such_experiment"]["error"]
-    assert benchmarking.failed(report) == ["no_such_experiment"]
+    assert benchmark.failed(report) == ["no_such_experiment"]
     assert "failed" in md
 
 
@@ -186,7 +187,7 @@ def test_ratios_and_failed_workloads(run_main):
 def test_subprocess_per_workload(tmp_path):
     """Default mode: the measurement runs in a fresh process (its own peak RSS)."""
     out = tmp_path / "bench.json"
-    code = benchmarking.cli(
+    code = benchmark.cli(
         ["--workloads", "plain_flow_eight_gaussians", "--steps", "1", "--warmup", "0",
          "--batch", "8", "--quiet", "--json", str(out)]
     )  # fmt: skip
@@ -205,19 +206,19 @@ def test_flop_count_of_a_matrix_product_and_backward():
     def step(i):
         layer(x).sum().backward()
 
-    assert benchmarking.count_flops(step) == 3 * 2 * 4 * 16 * 8
+    assert flops.count_flops(step) == 3 * 2 * 4 * 16 * 8
 
 
 def test_peak_flops_is_measured_and_cached():
-    first = benchmarking.peak_flops("cpu", n=128, repeats=2)
+    first = flops.peak_flops("cpu", n=128, repeats=2)
     assert first > 0 and math.isfinite(first)
-    assert benchmarking.peak_flops("cpu", n=128, repeats=2) == first
+    assert flops.peak_flops("cpu", n=128, repeats=2) == first
 
 
 def test_measurement_reports_flop_rate_and_can_skip_evaluation():
     threads = torch.get_num_threads()
     try:
-        r = benchmarking.measure(
+        r = timing.measure(
             "plain_flow_eight_gaussians", steps=2, warmup=1, batch=16, threads=1, evaluate=False
         )
     finally:
@@ -230,16 +231,16 @@ def test_measurement_reports_flop_rate_and_can_skip_evaluation():
         r["train_gflops_per_s"] / r["peak_gflops_per_s"]
     )
     assert r["eval_ms_median"] is None and r["sample_ms"] is None
-    assert "GFLOP/s" in benchmarking.markdown({"plain_flow_eight_gaussians": r})
+    assert "GFLOP/s" in report.markdown({"plain_flow_eight_gaussians": r})
 
 
 @pytest.mark.parametrize("override,expected", [([], True), (["retain_heap=false"], False)])
 def test_measurement_retains_the_heap_as_run_py_does(monkeypatch, override, expected):
     calls = []
-    monkeypatch.setattr(benchmarking, "retain_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(timing, "retain_heap", lambda: calls.append(1) or True)
     threads = torch.get_num_threads()
     try:
-        r = benchmarking.measure(
+        r = timing.measure(
             "plain_flow_eight_gaussians", steps=1, warmup=0, batch=8, threads=1,
             evaluate=False, flops=False, overrides=override,
         )  # fmt: skip
@@ -250,32 +251,32 @@ def test_measurement_retains_the_heap_as_run_py_does(monkeypatch, override, expe
 
 # --------------------------------------------------------------------------- official code
 def test_every_official_workload_has_its_survae_config_and_readme_arguments():
-    assert set(benchmarking.OFFICIAL_WORKLOADS) == {
+    assert set(official_bench.OFFICIAL_WORKLOADS) == {
         "abs_flow_eight_gaussians", "plain_flow_eight_gaussians", "maxpool_flow_cifar10",
         "slice_flow_cifar10", "permute_flow_spatial_mnist", "sort_flow_spatial_mnist",
     }  # fmt: skip
-    configs = Path(benchmarking.CONFIG_DIR) / "experiment"
-    for name, info in benchmarking.OFFICIAL_WORKLOADS.items():
+    configs = Path(workloads.CONFIG_DIR) / "experiment"
+    for name, info in official_bench.OFFICIAL_WORKLOADS.items():
         assert (configs / f"{name}.yaml").is_file(), name
         assert info["kind"] in ("toy", "image", "points")
     for name, pooling in (("maxpool_flow_cifar10", "max"), ("slice_flow_cifar10", "none")):
-        argv = benchmarking.OFFICIAL_WORKLOADS[name]["argv"]
+        argv = official_bench.OFFICIAL_WORKLOADS[name]["argv"]
         assert argv[argv.index("--pooling") + 1] == pooling
     # the official point-flow scripts run at dropout 0 unless told otherwise
-    assert benchmarking.OFFICIAL_WORKLOADS["sort_flow_spatial_mnist"]["overrides"] == [
+    assert official_bench.OFFICIAL_WORKLOADS["sort_flow_spatial_mnist"]["overrides"] == [
         "model.dropout=0.0"
     ]
 
 
 def test_official_batches_are_survae_batches_in_the_official_dtypes():
-    x = benchmarking.official_batch("maxpool_flow_cifar10", 2)
+    x = official_bench.official_batch("maxpool_flow_cifar10", 2)
     assert x.dtype == torch.int64 and x.shape == (2, 3, 32, 32) and 0 <= x.min() <= x.max() < 256
-    ours = benchmarking.synthetic_batch(
-        benchmarking._datamodule(benchmarking.compose_experiment("maxpool_flow_cifar10"), 2, 0), 2
+    ours = workloads.synthetic_batch(
+        workloads._datamodule(workloads.compose_experiment("maxpool_flow_cifar10"), 2, 0), 2
     )
     assert torch.equal(x, ours.long())
-    toy = benchmarking.official_batch("abs_flow_eight_gaussians", 64)
-    assert toy.abs().max() <= benchmarking.OFFICIAL_TOY_CLAMP
+    toy = official_bench.official_batch("abs_flow_eight_gaussians", 64)
+    assert toy.abs().max() <= official_bench.OFFICIAL_TOY_CLAMP
 
 
 def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_path):
@@ -301,10 +302,10 @@ def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_p
         t = next(theirs)
         return {"train_ms_median": t, "train_ms_min": t, "params": 5, "loss_value": 1.0}
 
-    monkeypatch.setattr(benchmarking, "_run_child", fake_ours)
-    monkeypatch.setattr(benchmarking, "_run_official_child", fake_theirs)
+    monkeypatch.setattr(official_bench, "_run_child", fake_ours)
+    monkeypatch.setattr(official_bench, "_run_official_child", fake_theirs)
     common = {"steps": 1, "warmup": 0, "threads": 1, "batch": 4, "seed": 0, "overrides": []}
-    report = benchmarking.run_official(
+    report = official_bench.run_official(
         ["permute_flow_spatial_mnist", "glow_cifar10"], official, common, rounds=3
     )
     assert calls == ["survae", "official", "official", "survae", "survae", "official"]
@@ -313,11 +314,11 @@ def test_back_to_back_rounds_alternate_and_give_median_ratios(monkeypatch, tmp_p
     assert entry["ratio"] == {"median": 1.5, "min": 1.0, "max": 3.0}
     assert entry["ratio_of_minima"] == {"median": 3.0, "min": 2.0, "max": 6.0}
     assert "no official counterpart" in report["glow_cifar10"]["error"]
-    md = benchmarking.official_markdown(report)
+    md = official_bench.official_markdown(report)
     assert "**1.50**" in md and "1.00–3.00" in md and "3.00 (2.00–6.00)" in md and "failed" in md
     assert "survae's side kept its freed heap memory" in md
     with pytest.raises(ValueError, match="not a checkout"):
-        benchmarking.run_official(["abs_flow_eight_gaussians"], tmp_path, common)
+        official_bench.run_official(["abs_flow_eight_gaussians"], tmp_path, common)
 
 
 def test_back_to_back_survae_speed_features_reach_survae_side_and_are_named(monkeypatch, tmp_path):
@@ -338,22 +339,22 @@ def test_back_to_back_survae_speed_features_reach_survae_side_and_are_named(monk
         assert "features" not in spec
         return {"train_ms_median": 3.0, "train_ms_min": 3.0, "params": 5, "loss_value": 1.0}
 
-    monkeypatch.setattr(benchmarking, "_run_child", fake_ours)
-    monkeypatch.setattr(benchmarking, "_run_official_child", fake_theirs)
+    monkeypatch.setattr(official_bench, "_run_child", fake_ours)
+    monkeypatch.setattr(official_bench, "_run_official_child", fake_theirs)
     common = {"steps": 1, "warmup": 0, "threads": 1, "batch": 4, "seed": 0, "overrides": []}
-    report = benchmarking.run_official(
+    report = official_bench.run_official(
         ["abs_flow_eight_gaussians"], official, common, rounds=2, features=["compile"]
     )
     assert seen == [["compile"], ["compile"]]
     entry = report["abs_flow_eight_gaussians"]
     assert entry["survae_features"] == ["compile"] and entry["ratio"]["median"] == 1.5
     assert entry["survae_compile_s"]["median"] == 9.25
-    md = benchmarking.official_markdown(report)
+    md = official_bench.official_markdown(report)
     assert "survae + compile (9.2 s compilation, untimed)" in md
     # without features: no label, and survae's side runs with none
     seen.clear()
-    plain = benchmarking.run_official(["abs_flow_eight_gaussians"], official, common, rounds=1)
-    plain_md = benchmarking.official_markdown(plain)
+    plain = official_bench.run_official(["abs_flow_eight_gaussians"], official, common, rounds=1)
+    plain_md = official_bench.official_markdown(plain)
     assert seen == [[]] and "survae +" not in plain_md and "compilation" not in plain_md
     assert "survae_compile_s" not in plain["abs_flow_eight_gaussians"]
     assert "heap" not in plain_md  # the faked measurements did not retain it
@@ -366,7 +367,7 @@ OFFICIAL = Path("/work/official_survae")
 @pytest.mark.skipif(not (OFFICIAL / "survae").is_dir(), reason="no official SurVAE checkout")
 def test_official_toy_model_timed_in_its_own_process():
     """The real official toy script, built in an isolated process: same parameter count."""
-    report = benchmarking.run_official(
+    report = official_bench.run_official(
         ["plain_flow_eight_gaussians"],
         OFFICIAL,
         {"steps": 2, "warmup": 1, "threads": 1, "batch": 32, "seed": 0, "overrides": []},
@@ -380,7 +381,7 @@ def test_official_toy_model_timed_in_its_own_process():
 
 # --------------------------------------------------------------------------- peer libraries
 def test_peer_comparison_matches_parameter_counts_and_skips_missing_libraries(monkeypatch):
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     real = bp.installed
     monkeypatch.setattr(bp, "installed", lambda peer: peer != "zuko" and real(peer))
@@ -405,7 +406,7 @@ def test_peer_comparison_matches_parameter_counts_and_skips_missing_libraries(mo
 def test_peer_libraries_run_in_their_own_processes(monkeypatch):
     """The default: one worker process per library, kept for all rounds; the parent's thread
     setting is left alone."""
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     has_nflows = importlib.util.find_spec("nflows") is not None
     monkeypatch.setattr(bp, "installed", lambda peer: peer == "nflows" and has_nflows)
@@ -435,7 +436,7 @@ def test_peer_libraries_run_in_their_own_processes(monkeypatch):
 
 @pytest.mark.parametrize("retain", [True, False])
 def test_peer_processes_retain_the_heap_unless_told_not_to(monkeypatch, retain):
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     calls = []
     monkeypatch.setattr(bp, "_retain_heap", lambda: calls.append(1) or True)
@@ -455,7 +456,7 @@ def test_peer_processes_retain_the_heap_unless_told_not_to(monkeypatch, retain):
 
 
 def test_peer_build_failure_is_reported_not_fatal(monkeypatch):
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     def broken(model):
         raise RuntimeError("no such layer")
@@ -471,7 +472,7 @@ def test_peer_build_failure_is_reported_not_fatal(monkeypatch):
 def test_peer_failing_mid_run_is_dropped_and_reported(monkeypatch):
     """A library whose training step raises (in-process) or whose worker dies (isolated) is
     reported under ``errors`` and left out of the table; the others are still timed."""
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     def failing(model):
         module = torch.nn.Linear(2, 2)
@@ -509,7 +510,7 @@ def test_peer_failing_mid_run_is_dropped_and_reported(monkeypatch):
 def test_peer_models_compute_a_density():
     """Each installed library's model is a normalised density: a standard normal base and a
     near-identity initial flow give a log-density near that of N(0, I)."""
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     x = torch.randn(64, 2)
     for lib, build in bp.BUILDERS.items():
@@ -543,7 +544,7 @@ def test_peer_glow_builds_with_matched_parameters_and_a_density(lib):
     """The small Glow in each installed library: the expected parameter count, and at
     initialisation (data-initialised actnorms, near-identity couplings) a log-density of
     N(0, I) data near that of N(0, I) itself (784 · −1.42)."""
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     if lib != "survae":
         pytest.importorskip(bp.PEERS[lib])
@@ -560,7 +561,7 @@ def test_peer_glow_builds_with_matched_parameters_and_a_density(lib):
 
 
 def test_peer_glow_timing_runs_in_every_installed_library(monkeypatch):
-    from survae import benchmark_peers as bp
+    from survae.bench import peers as bp
 
     if bp.installed("zuko"):  # no image layers: no Glow
         assert bp.BUILDERS["zuko"]("glow") is None
