@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 CONSTRAINTS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 
-.PHONY: install install-locked lock run test test-full lint format benchmark clean
+.PHONY: docs install install-locked lock run test test-full lint format benchmark clean
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,3 +51,8 @@ clean:
 
 benchmark: install
 	$(PY) scripts/benchmark.py $(ARGS)
+
+# The documentation site into docs/_build/html; warnings are errors.
+docs: install
+	$(PY) -m pip install -q $(CONSTRAINTS) -e ".[docs]"
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html

@@ -125,7 +125,7 @@ def abs_flow_2d(
     activation: str = "relu",
     logit_mode: str = "squeeze",
 ) -> Flow:
-    """AbsFlow (official ``train_abs_flow.py``): |x| with fair signs → x/bound → logit → affine
+    """AbsFlow (official ``train_abs_flow.py``): ``|x|`` with fair signs → x/bound → logit → affine
     couplings → N(0, I). Exact likelihood. Data must lie inside ``[-bound, bound]²``.
     ``learn_signs=True`` learns one sign probability per coordinate (survae's option).
 
