@@ -1,13 +1,13 @@
 """Config resolvers that name runs after what was run and keep their folders apart.
 
-``${survae.run_name:}``  the experiment, or ``<model>_<data>`` when the command line replaced
-                         the experiment's model or data (never the name of an overridden default)
-``${survae.stamp:}``     date, time and a random suffix: two runs started in the same second
-                         never share a folder; one stamp per sweep, shared by all its jobs
-``${survae.job_name:}``  ``<run_name>`` plus the command line's overrides (W&B run name)
-``${survae.sweep_group:}`` the sweep's name in a multirun (W&B group), else ``null``
-``${survae.overrides:}``, ``${survae.debug:}``
-                         the command line's overrides and debug choice
+* ``${survae.run_name:}``: the experiment, or ``<model>_<data>`` when the command line
+  replaced the experiment's model or data (never the name of an overridden default);
+* ``${survae.stamp:}``: date, time and a random suffix: two runs started in the same second
+  never share a folder; one stamp per sweep, shared by all its jobs;
+* ``${survae.job_name:}``: ``<run_name>`` plus the command line's overrides (W&B run name);
+* ``${survae.sweep_group:}``: the sweep's name in a multirun (W&B group), else ``null``;
+* ``${survae.overrides:}``, ``${survae.debug:}``: the command line's overrides and debug
+  choice.
 
 A sweep's folder and group depend only on its stamp (and ``hparams_search``), not on any
 job's choices, so ``multirun.yaml`` and every job folder land under one folder.
