@@ -26,6 +26,7 @@ from survae.transforms.bijections.autoregressive import (
 from survae.transforms.bijections.batchnorm import BatchNormBijection
 from survae.transforms.bijections.conv1x1 import Conv1x1, Conv1x1LU
 from survae.transforms.bijections.coupling import AdditiveCoupling, AffineCoupling
+from survae.transforms.bijections.dsf import DSFAutoregressive, DSFCoupling
 from survae.transforms.bijections.elementwise import Logit, Scale, Shift, Sigmoid
 from survae.transforms.bijections.flowpp import (
     ElementwiseActNorm,
@@ -38,6 +39,7 @@ from survae.transforms.bijections.logistic_mixture import LogisticMixtureCouplin
 from survae.transforms.bijections.permutation import RandomPermutation, Reverse
 from survae.transforms.bijections.spline import RQSplineAutoregressive, RQSplineCoupling
 from survae.transforms.bijections.squeeze import Squeeze2d, Unsqueeze2d
+from survae.transforms.bijections.umnn import UMNNAutoregressive, UMNNCoupling
 from survae.transforms.memory import MemorySavingBlock
 from survae.transforms.stochastic.vae import VAE
 from survae.transforms.surjections.abs_conditional import ConditionalAbsSurjection
@@ -66,6 +68,10 @@ __all__ = [
     "InverseAutoregressive",
     "InverseBijection",
     "LogisticMixtureCoupling",
+    "DSFAutoregressive",
+    "DSFCoupling",
+    "UMNNAutoregressive",
+    "UMNNCoupling",
     "ElementwiseActNorm",
     "FlowPPAffineCoupling",
     "GroupedConv1x1",
