@@ -199,9 +199,9 @@ def _checkpoint_to_resume(cfg: Mapping[str, Any], ckpt_dir: str) -> str | None:
     return ckpt_path
 
 
-def _build_module(cfg: Mapping[str, Any], seed: int, ckpt_dir: str) -> tuple[Any, FlowModule]:
-    """The data module and the Lightning module of the config, with the process's threads and
-    heap set for them."""
+def _build_module(cfg: Mapping[str, Any], seed: int, ckpt_dir: str) -> tuple[Any, FlowModule, int]:
+    """The data module, the Lightning module of the config and its number of parameters, with
+    the process's threads and heap set for them."""
     dm = build_datamodule(cfg["data"], seed)
     info = data_info(dm)
     module = FlowModule(
@@ -216,7 +216,7 @@ def _build_module(cfg: Mapping[str, Any], seed: int, ckpt_dir: str) -> tuple[Any
         data_config=dict(cfg["data"]),
         speed=dict(cfg.get("speed") or {}),
     )
-    num_params = _num_params(module)
+    num_params = sum(p.numel() for p in module.model.parameters())
     print(f"[survae] model: {num_params:,} parameters; data: {info['name']} {tuple(info['shape'])}")
     configure_threads(  # intra-op threads from the cores this run really has (runtime.threads)
         cfg.get("threads", "auto"),
@@ -226,15 +226,11 @@ def _build_module(cfg: Mapping[str, Any], seed: int, ckpt_dir: str) -> tuple[Any
     )
     if cfg.get("retain_heap", True) and retain_heap():  # no page faults re-paid every step
         print("[survae] heap: freed memory stays in the process (retain_heap=true)")
-    return dm, module
-
-
-def _num_params(module: FlowModule) -> int:
-    return sum(p.numel() for p in module.model.parameters())
+    return dm, module, num_params
 
 
 def _build_trainer(
-    cfg: Mapping[str, Any], module: FlowModule, out_dir: str, ckpt_dir: str
+    cfg: Mapping[str, Any], module: FlowModule, num_params: int, out_dir: str, ckpt_dir: str
 ) -> tuple[pl.Trainer, Any]:
     """The Lightning trainer of the config, with survae's callbacks, atomic checkpoint writes
     and the logger (None when ``logger.type`` is none)."""
@@ -253,7 +249,7 @@ def _build_trainer(
     )
     if logger is not None:
         exact = "exact" if module.model.exact else "bound"
-        logger.log_hyperparams({"num_parameters": _num_params(module), "likelihood": exact})
+        logger.log_hyperparams({"num_parameters": num_params, "likelihood": exact})
     return trainer, logger
 
 
@@ -273,6 +269,11 @@ def _fit(
     return interrupted, time.time() - started
 
 
+def _tests_best(cfg: Mapping[str, Any]) -> bool:
+    """Whether the tested weights are the best-validation ones (else the final ones)."""
+    return cfg.get("test_checkpoint", "best") == "best"
+
+
 def _fit_results(
     cfg: Mapping[str, Any],
     trainer: pl.Trainer,
@@ -286,7 +287,7 @@ def _fit_results(
     best = getattr(ckpt_cb, "best_model_path", "") or ""
     last = latest if os.path.isfile(latest) else ""
     # the weights that are (or would be) tested: best by validation, or the final ones
-    use_best = cfg.get("test_checkpoint", "best") == "best"
+    use_best = _tests_best(cfg)
     metric = module.metric.name
     return {
         "checkpoint": (best or last) if use_best else last,
@@ -318,7 +319,7 @@ def _test(
         # best: the best-validation weights; last: the final (in-memory) weights, as the
         # SurVAE code tests
         best = results["best_checkpoint"]
-        use_best = cfg.get("test_checkpoint", "best") == "best"
+        use_best = _tests_best(cfg)
         fast_dev_run = dict(cfg.get("trainer") or {}).get("fast_dev_run")
         ckpt = best if use_best and best and not fast_dev_run else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
@@ -333,8 +334,8 @@ def _test(
 def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: str) -> dict:
     ckpt_path = _checkpoint_to_resume(cfg, ckpt_dir)
     write_config_record(out_dir, cfg)
-    dm, module = _build_module(cfg, seed, ckpt_dir)
-    trainer, logger = _build_trainer(cfg, module, out_dir, ckpt_dir)
+    dm, module, num_params = _build_module(cfg, seed, ckpt_dir)
+    trainer, logger = _build_trainer(cfg, module, num_params, out_dir, ckpt_dir)
     if ckpt_path is not None:
         print(f"[survae] resuming from {ckpt_path}")
     trust = bool(cfg.get("trust_checkpoint", False))
@@ -346,7 +347,7 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
         torch.distributed.barrier()
     if trainer.is_global_zero:
         write_run_record(
-            out_dir, cfg, results, trainer, _num_params(module), fit_seconds, module.model.exact
+            out_dir, cfg, results, trainer, num_params, fit_seconds, module.model.exact
         )
     # close the W&B run now (in-process sweep jobs would otherwise share it); an interrupted
     # run shows as not completed
