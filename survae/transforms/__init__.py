@@ -23,7 +23,12 @@ from survae.transforms.bijections.autoregressive import (
     InverseAutoregressive,
     MaskedAffineAutoregressive,
 )
+from survae.transforms.bijections.axes import Permute, PermuteAxes, Reshape, Rotate
 from survae.transforms.bijections.batchnorm import BatchNormBijection
+from survae.transforms.bijections.conditional_elementwise import (
+    ConditionalAdditive,
+    ConditionalAffine,
+)
 from survae.transforms.bijections.conv1x1 import Conv1x1, Conv1x1LU
 from survae.transforms.bijections.coupling import AdditiveCoupling, AffineCoupling
 from survae.transforms.bijections.dsf import DSFAutoregressive, DSFCoupling
@@ -35,7 +40,15 @@ from survae.transforms.bijections.flowpp import (
     HalfSplit,
     SpaceToDepth,
 )
+from survae.transforms.bijections.linear_lowrank import LinearLowRank
 from survae.transforms.bijections.logistic_mixture import LogisticMixtureCoupling
+from survae.transforms.bijections.nonlinear import (
+    LeakyReLU,
+    SneakyReLU,
+    Softplus,
+    SoftplusInverse,
+    Tanh,
+)
 from survae.transforms.bijections.permutation import RandomPermutation, Reverse
 from survae.transforms.bijections.spline import RQSplineAutoregressive, RQSplineCoupling
 from survae.transforms.bijections.squeeze import Squeeze2d, Unsqueeze2d
@@ -54,6 +67,18 @@ from survae.transforms.surjections.permutation import SortSurjection, Stochastic
 from survae.transforms.surjections.slicing import Slice
 
 __all__ = [
+    "ConditionalAdditive",
+    "ConditionalAffine",
+    "LeakyReLU",
+    "LinearLowRank",
+    "Permute",
+    "PermuteAxes",
+    "Reshape",
+    "Rotate",
+    "SneakyReLU",
+    "Softplus",
+    "SoftplusInverse",
+    "Tanh",
     "VAE",
     "AbsSurjection",
     "ActNorm",

@@ -34,12 +34,21 @@ class Augment(Surjection):
       ``2·aug_channels`` output channels is built from it.
 
     ``inverse`` drops the augmented channels: ``x = z[:, :in_channels]``.
+
+    ``dim=k`` augments along dimension ``k`` instead of 1 (the channel counts then count
+    entries along it); the encoder is then the standard normal or a ready conditional
+    distribution whose samples have the input's shape with ``aug_channels`` along ``dim``.
     """
 
     stochastic_forward = True
 
-    def __init__(self, in_channels: int, aug_channels: int, encoder: Any | NetSpec = None):
+    def __init__(
+        self, in_channels: int, aug_channels: int, encoder: Any | NetSpec = None, dim: int = 1
+    ):
         super().__init__()
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"Augment: dim must be an integer >= 1 (0 is the batch), got {dim!r}")
+        self.dim = dim
         if in_channels < 1 or aug_channels < 1:
             raise ValueError(
                 f"Augment: in_channels and aug_channels must be >= 1, got {in_channels}, "
@@ -51,29 +60,37 @@ class Augment(Surjection):
             self.encoder = None
         elif callable(getattr(encoder, "sample_with_log_prob", None)):
             self.encoder = encoder
+        elif dim != 1:
+            raise ValueError(
+                f"Augment: along dim={dim} the encoder must be None or a conditional "
+                "distribution (a network spec builds a channel-wise ConditionalNormal, which "
+                "needs dim=1)"
+            )
         else:
             self.encoder = ConditionalNormal(encoder, self.in_channels, self.aug_channels)
 
     def _check_channels(self, x: torch.Tensor, channels: int, what: str) -> None:
-        check_ndim(self, x, (2, 3, 4, 5), what)
-        if x.shape[1] != channels:
-            rest = ", ".join("*" for _ in x.shape[2:])
+        check_ndim(self, x, tuple(n for n in (2, 3, 4, 5) if n > self.dim), what)
+        if x.shape[self.dim] != channels:
+            expected = ["*"] * x.dim()
+            expected[self.dim] = str(channels)
             raise ShapeError(
-                f"Augment: expected {what} of shape (*, {channels}{', ' + rest if rest else ''})"
-                f", got {tuple(x.shape)}"
+                f"Augment: expected {what} of shape ({', '.join(expected)}), got {tuple(x.shape)}"
             )
 
     def forward(self, x, context=None):
         self._check_channels(x, self.in_channels, "input")
-        expected = (x.shape[0], self.aug_channels, *x.shape[2:])
+        expected = list(x.shape)
+        expected[self.dim] = self.aug_channels
+        expected = tuple(expected)
         if self.encoder is None:
             e = torch.randn(expected, device=x.device, dtype=x.dtype)
             log_q = sum_except_batch(-0.5 * (e**2 + LOG_2PI))
         else:
             e, log_q = self.encoder.sample_with_log_prob(x.shape[0], context=x)
             check_shape(self, e, expected, what="augmentation noise (encoder sample)")
-        return torch.cat([x, e], dim=1), -log_q
+        return torch.cat([x, e], dim=self.dim), -log_q
 
     def inverse(self, z, context=None):
         self._check_channels(z, self.in_channels + self.aug_channels, "latent")
-        return z[:, : self.in_channels]
+        return z.narrow(self.dim, 0, self.in_channels)

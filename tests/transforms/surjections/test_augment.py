@@ -102,3 +102,28 @@ def test_augment_errors():
     bad = Augment(2, 3, encoder=ConditionalNormal(nn.Linear(2, 4)))  # produces 2 channels
     with pytest.raises(ShapeError, match=r"augmentation noise.*\(6, 3\).*\(6, 2\)"):
         bad(torch.randn(6, 2))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_augment_along_another_dim(dim):
+    torch.manual_seed(0)
+    layer = Augment(3, 2, dim=dim)
+    x = torch.randn(4, 1, 3, 3)
+    z, ldj = layer(x)
+    assert z.shape == ((4, 1, 5, 3) if dim == 2 else (4, 1, 3, 5))
+    assert torch.equal(z.narrow(dim, 0, 3), x)
+    torch.testing.assert_close(ldj, -_normal_logpdf(z.narrow(dim, 3, 2)))
+    assert torch.equal(layer.inverse(z), x)
+    flow = Flow(StandardNormal(tuple(z.shape[1:])), [layer])
+    assert flow.sample(6).shape == (6, 1, 3, 3)
+    # the bound with a standard-normal base: log p(x) exactly, since log N(e) cancels −log q(e)
+    torch.testing.assert_close(flow.log_prob(x), _normal_logpdf(x))
+
+
+def test_augment_dim_errors():
+    with pytest.raises(ValueError, match="dim must be an integer >= 1"):
+        Augment(3, 2, dim=0)
+    with pytest.raises(ValueError, match="needs dim=1"):
+        Augment(3, 2, encoder={"name": "mlp", "hidden": [4]}, dim=2)
+    with pytest.raises(ShapeError, match=r"Augment.*\(\*, \*, 3\).*\(2, 3, 4\)"):
+        Augment(3, 2, dim=2)(torch.randn(2, 3, 4))

@@ -82,3 +82,32 @@ def test_slice_errors():
         layer(torch.randn(2, 3, 5))
     with pytest.raises(ShapeError, match=r"Slice.*2 channels.*\(2, 3\)"):
         layer.inverse(torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_slice_along_another_dim(dim):
+    layer = Slice(num_channels=4, num_keep=1, dim=dim)
+    x = torch.randn(3, 2, 4, 4)
+    z, ldj = layer(x)
+    kept, dropped = x.split((1, 3), dim=dim)
+    assert torch.equal(z, kept)
+    torch.testing.assert_close(ldj, _normal_logpdf(dropped))
+    back = layer.inverse(z)
+    assert back.shape == x.shape and torch.equal(back.narrow(dim, 0, 1), z)
+    # a flow sliced along the width: log p = the joint standard normal of x
+    flow = Flow(StandardNormal((2, 4, 1) if dim == 3 else (2, 1, 4)), [layer])
+    torch.testing.assert_close(flow.log_prob(x), _normal_logpdf(x))
+    assert flow.sample(5).shape == (5, 2, 4, 4)
+    fixed = Slice(4, 1, decoder=StandardNormal((2, 3, 4) if dim == 2 else (2, 4, 3)), dim=dim)
+    torch.testing.assert_close(fixed(x)[1], ldj)
+
+
+def test_slice_dim_errors():
+    with pytest.raises(ValueError, match="dim must be an integer >= 1"):
+        Slice(4, 2, dim=0)
+    with pytest.raises(ValueError, match="needs dim=1"):
+        Slice(4, 2, decoder={"name": "mlp", "hidden": [4]}, dim=2)
+    with pytest.raises(ShapeError, match=r"4 channels along dim 2.*\(\*, \*, 4\).*\(2, 3, 5\)"):
+        Slice(4, 2, dim=2)(torch.randn(2, 3, 5))
+    with pytest.raises(ShapeError):
+        Slice(4, 2, dim=2)(torch.randn(2, 4))
