@@ -13,10 +13,11 @@ Reads, under each folder (default: outputs/ and multirun/):
 With ``--wandb ENTITY/PROJECT`` it also reads runs from the W&B server.
 
 Runs of one experiment with the same overrides (the seed aside) form one row: the mean ± the
-standard deviation over seeds, with their count ``n``. Runs on fake data, debug runs
-(``debug=...``, ``fast_dev_run``) and unfinished runs get rows of their own, marked in the
-``notes`` column, and are never compared with published numbers. With ``--all`` every run is
-its own row.
+standard deviation over seeds, with their count ``n``. Runs on stand-in data (``"fake_data"``
+in results.json, or the marker file of ``python -m survae.data.fake`` in the run's data
+folder), debug runs (``debug=...``, ``fast_dev_run``) and unfinished runs get rows of their
+own, marked in the ``notes`` column, and are never compared with published numbers (stand-in
+data: "stand-in data" in the ``difference`` column). With ``--all`` every run is its own row.
 
 A sweep folder (``multirun/...`` with ``multirun.yaml`` or numbered job folders holding
 ``.hydra/overrides.yaml``) also gets a plot of the metric against the swept value (one line per
@@ -212,10 +213,7 @@ def notes(rec: Mapping[str, Any]) -> tuple[str, ...]:
     """Why a run must not be compared with published numbers (empty when it may be)."""
     overrides = [str(o) for o in rec.get("overrides") or []]
     command = str(rec.get("command") or "")
-    data_name = str(rec.get("data_name") or "")
-    fake = rec.get("fake_data")
-    if fake is None:
-        fake = data_name.startswith("fake")
+    fake = bool(rec.get("fake_data")) or _marked_fake(rec)
     debug = rec.get("debug")
     if debug is None:  # older records: look at the command line and the overrides
         debug = any(override_key(o) in ("debug", "trainer.fast_dev_run") for o in overrides) or (
@@ -224,6 +222,28 @@ def notes(rec: Mapping[str, Any]) -> tuple[str, ...]:
     finished = rec.get("finished", True)  # older results.json: written at a run's end only
     flags = {"fake data": bool(fake), "debug": bool(debug), "unfinished": not finished}
     return tuple(n for n in NOTE_ORDER if flags[n])
+
+
+def _marked_fake(rec: Mapping[str, Any]) -> bool:
+    """Whether the run's data folder holds the stand-in writer's marker now (records written
+    before the marker was recorded, or data replaced by stand-ins later): the data set and root
+    from the run folder's ``run_config.yaml``."""
+    from survae.data.fake import fake_data_marker
+
+    config_file = Path(str(rec.get("source") or "")) / "run_config.yaml"
+    if not config_file.is_file():
+        return False
+    try:
+        config = yaml.safe_load(config_file.read_text()) or {}
+    except yaml.YAMLError:
+        return False
+    data, paths = config.get("data") or {}, config.get("paths") or {}
+    if not isinstance(data, dict) or data.get("root") is None:
+        return False
+    root = Path(str(data["root"])).expanduser()
+    if not root.is_absolute() and isinstance(paths, dict) and paths.get("root_dir"):
+        root = Path(str(paths["root_dir"])) / root  # relative to where the run started
+    return fake_data_marker(data.get("name"), root) is not None
 
 
 def _best_val(rec: Mapping[str, Any]) -> float | None:
@@ -325,6 +345,9 @@ def table(
     lines = [header, "|" + "---|" * 14]
     for row in group_runs(records, every_run):
         target = targets.get(row["experiment"], {}) if not row["notes"] else {}
+        diff = _fmt(difference(row, target))
+        if "fake data" in row["notes"] and row["experiment"] in targets:
+            diff = "stand-in data"  # random files of the right format: no comparison
         ours = _fmt(row["mean"])
         if row["std"] is not None:
             ours += f" ± {row['std']:.3f}"
@@ -342,7 +365,7 @@ def table(
         lines.append(
             f"| {row['experiment']} | {' '.join(row['overrides']) or '–'} | {row['metric']} | "
             f"{row['n']} | {ours} | {'exact' if row['exact'] else 'bound'} | "
-            f"{_fmt(published_s)} | {_fmt(difference(row, target))} | "
+            f"{_fmt(published_s)} | {diff} | "
             f"{_fmt(row['val_mean'])} | {_spread([r.get('steps') for r in runs])} | "
             f"{_spread([r.get('epochs') for r in runs])} | {_fmt(wall_s)} | "
             f"{', '.join(hardware) or '–'} | {', '.join(row_notes) or '–'} |"

@@ -82,7 +82,7 @@ def test_seeds_are_averaged_with_their_spread_and_count(tmp_path):
 @pytest.mark.parametrize(
     ("record", "note"),
     [
-        ({"fake_data": True, "data_name": "fake_cifar10"}, "fake data"),
+        ({"fake_data": True, "data_name": "cifar10"}, "fake data"),
         ({"debug": True}, "debug"),
         ({"finished": False}, "unfinished"),
         ({"command": "run.py experiment=glow_cifar10 debug=fast_dev_run"}, "debug"),  # older
@@ -99,7 +99,8 @@ def test_marked_runs_are_kept_apart_and_never_compared(tmp_path, record, note):
     assert good["ours"] == "3.400" and good["difference"] == "0.050"
     assert marked["ours"] == "9.900" and note in marked["notes"]
     assert "not compared" in marked["notes"]
-    assert marked["published"] == "–" and marked["difference"] == "–"
+    assert marked["published"] == "–"
+    assert marked["difference"] == ("stand-in data" if note == "fake data" else "–")
 
 
 def test_older_record_reads_overrides_from_hydra(tmp_path):
@@ -167,3 +168,33 @@ def test_plot_goes_where_asked(tmp_path):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(SystemExit, match="no such folder: .*nowhere"):
         _report().main([str(tmp_path / "nowhere")])
+
+
+def test_stand_in_data_is_recorded_from_its_marker_and_never_compared(tmp_path):
+    """Stand-in files (as from ``python -m survae.data.fake power``) trained on with
+    ``experiment=maf_power``: results.json says ``fake_data: true`` (from the marker, the data
+    set is called "power") and the report prints "stand-in data" instead of a difference."""
+    import os
+    import subprocess
+    import sys
+
+    from survae.data.fake import write_fake_dataset
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    write_fake_dataset("power", tmp_path / "data", num=200)  # the command line: test_data_fake
+    run = [sys.executable, str(ROOT / "run.py"), "experiment=maf_power", "data.root=data",
+           "trainer.max_steps=2", "logger=none", "callbacks.rich_progress_bar=false",
+           "trainer.enable_progress_bar=false"]  # fmt: skip
+    proc = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (results,) = (tmp_path / "outputs").rglob("results.json")
+    record = json.loads(results.read_text())
+    assert record["data_name"] == "power" and record["fake_data"] is True
+    assert record["fake_data_marker"] == str((tmp_path / "data/power/SURVAE_FAKE_DATA").resolve())
+    (row,) = _by_column(_report().main([str(tmp_path / "outputs")]))
+    assert row["difference"] == "stand-in data" and row["published"] == "–"
+    assert "fake data" in row["notes"]
+    # an older record (recorded false) is caught by the marker in its data folder too
+    results.write_text(json.dumps({**record, "fake_data": False}))
+    (row,) = _by_column(_report().main([str(tmp_path / "outputs")]))
+    assert row["difference"] == "stand-in data"

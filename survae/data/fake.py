@@ -5,14 +5,27 @@ module and a model fit together (tests, or a smoke run on a new cluster before t
 copied there) without any download. Nothing written here is real data.
 
     python -m survae.data.fake cifar10 --root /tmp/fake-data [--num 64]
+
+Every data set folder written here gets a marker file, :data:`MARKER`, naming what wrote it
+and the size and SHA-256 of each file it wrote. :func:`fake_data_marker` finds it for a data
+set and root, and checks that the files are still the ones written (real files copied over
+the stand-ins are real again); the training pipeline records ``"fake_data": true`` in
+``results.json`` from it, whatever the data set is called, and the report never compares such
+runs with published numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
+import json
+import os
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,16 +142,96 @@ WRITERS: dict[str, Callable[[Path, int, np.random.Generator], None]] = {
 }
 
 
-def write_fake_dataset(name: str, root: str | Path, num: int = 64, seed: int = 0) -> Path:
+#: the folder under the data root that each data set reads (and its stand-in is written to)
+FOLDERS: dict[str, str] = {
+    "mnist": "MNIST",
+    "fashion_mnist": "FashionMNIST",
+    "spatial_mnist": "MNIST",
+    "cifar10": "cifar-10-batches-py",
+    "imagenet32": "imagenet32",
+    "imagenet64": "imagenet64",
+    "power": "power",
+    "gas": "gas",
+    "hepmass": "hepmass",
+    "miniboone": "miniboone",
+    "bsds300": "BSDS300",
+}
+
+#: the marker file left in every folder of stand-in files
+MARKER = "SURVAE_FAKE_DATA"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_marker(folder: Path, name: str, before: dict[Path, int], written_by: str) -> Path:
+    """The marker in ``folder``: what wrote the stand-in (``written_by``), when, and the files
+    written (those new or changed since ``before``), each with its size and SHA-256."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
+        if before.get(path) != path.stat().st_mtime_ns:
+            rel = path.relative_to(folder).as_posix()
+            files[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    marker = {
+        "written_by": written_by,
+        "dataset": name,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "note": "random stand-in files, not real data; never compare results on them",
+        "files": files,
+    }
+    path = folder / MARKER
+    path.write_text(json.dumps(marker, indent=2) + "\n")
+    return path
+
+
+def write_fake_dataset(
+    name: str,
+    root: str | Path,
+    num: int = 64,
+    seed: int = 0,
+    written_by: str = "survae.data.fake.write_fake_dataset",
+) -> Path:
     """Write ``num`` random training examples of data set ``name`` under ``root`` in its real
-    on-disk format and return ``root``. Data sets generated in memory (toy, digits) need none."""
+    on-disk format, with the :data:`MARKER` file (naming ``written_by``) beside them, and
+    return ``root``. Data sets generated in memory (toy, digits) need none."""
     if name not in WRITERS:
         raise ValueError(
             f"no fake files for data set {name!r}; file-based data sets: {', '.join(WRITERS)}"
         )
     root = Path(root)
+    folder = root / FOLDERS[name]
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
     WRITERS[name](root, int(num), np.random.default_rng(seed))
+    _write_marker(folder, name, before, written_by)
     return root
+
+
+def fake_data_marker(name: str | None, root: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The marker of stand-in files for data set ``name`` under ``root`` (with ``"path"`` added),
+    or None: no marker, or the files it lists are no longer the ones written (a file missing, of
+    another size or content). Data sets generated in memory have none."""
+    if not name or root is None or name not in FOLDERS:
+        return None
+    path = Path(root).expanduser() / FOLDERS[name] / MARKER
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, dict):
+        return None
+    for rel, entry in files.items():
+        file = path.parent / rel
+        if not file.is_file() or file.stat().st_size != entry.get("size"):
+            return None
+        if _sha256(file) != entry.get("sha256"):
+            return None
+    return {**marker, "path": str(path.resolve())}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", required=True)
     parser.add_argument("--num", type=int, default=64)
     args = parser.parse_args(argv)
-    print(write_fake_dataset(args.name, args.root, args.num))
+    command = " ".join(["python -m survae.data.fake", *(sys.argv[1:] if argv is None else argv)])
+    root = write_fake_dataset(args.name, args.root, args.num, written_by=command)
+    print(f"{root} (stand-in files, marked by {Path(FOLDERS[args.name]) / MARKER})")
 
 
 if __name__ == "__main__":

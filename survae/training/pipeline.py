@@ -30,6 +30,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from survae import registry
 from survae.checkpoints import load_checkpoint
 from survae.config_check import ConfigError, check_kwargs
+from survae.data.fake import fake_data_marker
 from survae.runtime.heap import retain_heap
 from survae.runtime.threads import configure_threads
 from survae.training.callbacks import SampleFigures
@@ -378,13 +379,16 @@ def write_run_record(
     """``results.json`` in the run folder: what ``scripts/report.py`` tabulates."""
     metric = results["metric"]
     run_info = cfg.get("run_info") or {}
-    data_name = (cfg.get("data") or {}).get("name")
+    data_cfg = cfg.get("data") or {}
+    data_name = data_cfg.get("name")
+    marker = fake_data_marker(data_name, data_cfg.get("root"))
     record = {
         "experiment": cfg.get("task_name"),
         "run_name": cfg.get("task_name"),
         "overrides": list(run_info.get("overrides") or []),
         "data_name": data_name,
-        "fake_data": is_fake_data(data_name),
+        "fake_data": marker is not None,  # the stand-in writer's marker, never the name
+        "fake_data_marker": marker["path"] if marker else None,
         "debug": bool(run_info.get("debug") or (cfg.get("trainer") or {}).get("fast_dev_run")),
         "finished": not results.get("interrupted"),
         "interrupted": results.get("interrupted"),
@@ -408,8 +412,3 @@ def write_run_record(
     path = os.path.join(out_dir, "results.json")
     atomic_write_text(path, json.dumps(record, indent=2))
     return path
-
-
-def is_fake_data(name: str | None) -> bool:
-    """Whether a data set name is one of the synthetic stand-ins (never compared with papers)."""
-    return bool(name) and str(name).startswith("fake")
