@@ -6,6 +6,10 @@ from survae.distributions.conditional import (
     ConditionalCategorical,
     ConditionalNormal,
 )
+from survae.distributions.conditional_mean import (
+    ConditionalMeanNormal,
+    ConditionalMeanStdNormal,
+)
 from survae.distributions.mixture import (
     ConditionalMixtureOfGaussians,
     ContextNormal,
@@ -22,6 +26,8 @@ __all__ = [
     "ConditionalBernoulli",
     "ConditionalCategorical",
     "ConditionalDistribution",
+    "ConditionalMeanNormal",
+    "ConditionalMeanStdNormal",
     "ConditionalMixtureOfGaussians",
     "ConditionalNormal",
     "ContextNormal",
