@@ -50,6 +50,14 @@ from survae.transforms.bijections.nonlinear import (
     Tanh,
 )
 from survae.transforms.bijections.permutation import RandomPermutation, Reverse
+from survae.transforms.bijections.piecewise_layers import (
+    CubicSplineAutoregressive,
+    CubicSplineCoupling,
+    LinearSplineAutoregressive,
+    LinearSplineCoupling,
+    QuadraticSplineAutoregressive,
+    QuadraticSplineCoupling,
+)
 from survae.transforms.bijections.spline import RQSplineAutoregressive, RQSplineCoupling
 from survae.transforms.bijections.squeeze import Squeeze2d, Unsqueeze2d
 from survae.transforms.bijections.umnn import UMNNAutoregressive, UMNNCoupling
@@ -67,6 +75,12 @@ from survae.transforms.surjections.permutation import SortSurjection, Stochastic
 from survae.transforms.surjections.slicing import Slice
 
 __all__ = [
+    "CubicSplineAutoregressive",
+    "CubicSplineCoupling",
+    "LinearSplineAutoregressive",
+    "LinearSplineCoupling",
+    "QuadraticSplineAutoregressive",
+    "QuadraticSplineCoupling",
     "ConditionalAdditive",
     "ConditionalAffine",
     "LeakyReLU",
