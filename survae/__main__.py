@@ -1,13 +1,18 @@
 """``python -m survae`` / the ``survae`` command.
 
 ``survae --version`` prints the versions of survae, Python, PyTorch and Lightning (what a bug
-report needs); any other arguments run the training app exactly as ``survae-run`` does.
+report needs); ``survae COMMAND ...`` runs one of :data:`COMMANDS` (the same as its
+``survae-COMMAND`` console script); any other arguments run the training app exactly as
+``survae-run`` does.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+
+#: ``survae COMMAND``: the module in survae.app whose ``main(argv, prog)`` runs it
+COMMANDS = {"eval-loglik": "eval_loglik", "eval-sample": "eval_sample"}
 
 
 def version_text() -> str:
@@ -27,11 +32,18 @@ def version_text() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``--version``/``-V`` prints :func:`version_text`; anything else goes to the training app
+    """``--version``/``-V`` prints :func:`version_text`; a name of :data:`COMMANDS` runs that
+    command with the other arguments; anything else goes to the training app
     (:func:`survae.app.cli.main`)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("--version", "-V"):
         print(version_text())
+        return
+    if args and args[0] in COMMANDS:
+        import importlib
+
+        module = importlib.import_module(f"survae.app.{COMMANDS[args[0]]}")
+        module.main(args[1:], prog=f"survae {args[0]}")
         return
     from survae.app import cli
 

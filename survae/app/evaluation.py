@@ -1,6 +1,7 @@
 """Evaluating trained checkpoints: importance-weighted likelihoods and sample quality.
 
-The scripts (``scripts/eval_loglik.py``, ``scripts/eval_sample.py``) check their inputs with
+The commands (``survae-eval-loglik``, ``survae-eval-sample``: :mod:`survae.app.eval_loglik`,
+:mod:`survae.app.eval_sample`) check their inputs with
 :func:`check_output_path` and :func:`survae.runtime.devices.check_device` before any work, and show
 progress with :func:`progress_iter`.
 """

@@ -48,14 +48,14 @@ def untrained_checkpoint(tmp_path) -> Path:
 
 @pytest.fixture
 def no_sampling(monkeypatch):
-    """Fails the test if the sample-quality script starts drawing samples."""
-    script = _script("eval_sample")
+    """The sample-quality script; fails the test if it starts drawing samples."""
+    from survae.app import eval_sample
 
     def generate(*args, **kwargs):
         raise AssertionError("samples were drawn before every input was checked")
 
-    monkeypatch.setattr(script, "generate", generate)
-    return script
+    monkeypatch.setattr(eval_sample, "generate", generate)
+    return _script("eval_sample")
 
 
 def test_missing_inception_weights_stop_before_anything_else(no_sampling, tmp_path, monkeypatch):

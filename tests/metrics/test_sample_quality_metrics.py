@@ -218,10 +218,10 @@ def test_missing_weights_error_names_path_and_how_to_fix(tmp_path):
     assert str(missing) in message
     assert INCEPTION_WEIGHTS_URL in message
     assert INCEPTION_WEIGHTS_ENV in message
-    # the hints name options that exist (scripts/eval_sample.py), not config keys or classes
+    # the hints name options that exist (survae-eval-sample), not config keys or classes
     assert "--inception-weights /path/to/" in message and "`--small-features`" in message
     assert "metrics.inception_weights" not in message and "SmallFeatureExtractor" not in message
-    script = (Path(__file__).resolve().parents[2] / "scripts" / "eval_sample.py").read_text()
+    script = (Path(__file__).resolve().parents[2] / "survae/app/eval_sample.py").read_text()
     assert '"--inception-weights"' in script and '"--small-features"' in script
 
 
