@@ -42,6 +42,13 @@ from survae.transforms.bijections.flowpp import (
 )
 from survae.transforms.bijections.linear_lowrank import LinearLowRank
 from survae.transforms.bijections.logistic_mixture import LogisticMixtureCoupling
+from survae.transforms.bijections.mixture_cdf_layers import (
+    CensoredLogisticMixtureAutoregressive,
+    CensoredLogisticMixtureCoupling,
+    GaussianMixtureAutoregressive,
+    GaussianMixtureCoupling,
+    LogisticMixtureAutoregressive,
+)
 from survae.transforms.bijections.nonlinear import (
     LeakyReLU,
     SneakyReLU,
@@ -75,6 +82,11 @@ from survae.transforms.surjections.permutation import SortSurjection, Stochastic
 from survae.transforms.surjections.slicing import Slice
 
 __all__ = [
+    "CensoredLogisticMixtureAutoregressive",
+    "CensoredLogisticMixtureCoupling",
+    "GaussianMixtureAutoregressive",
+    "GaussianMixtureCoupling",
+    "LogisticMixtureAutoregressive",
     "CubicSplineAutoregressive",
     "CubicSplineCoupling",
     "LinearSplineAutoregressive",
