@@ -31,12 +31,19 @@ from survae.data.images import (
 )
 from survae.data.spatial_mnist import SpatialMNISTDataModule
 from survae.data.toy import (
+    AbsDataModule,
     CheckerboardDataModule,
     CornersDataModule,
+    CrescentCubedDataModule,
+    CrescentDataModule,
+    DiamondDataModule,
     EightGaussiansDataModule,
     FourCirclesDataModule,
+    GaussianDataModule,
     PinwheelDataModule,
     RingsDataModule,
+    SignDataModule,
+    SinewaveDataModule,
     TwoMoonsDataModule,
     TwoSpiralsDataModule,
 )
@@ -49,6 +56,13 @@ from survae.data.uci import (
 )
 
 __all__ = [
+    "AbsDataModule",
+    "CrescentCubedDataModule",
+    "CrescentDataModule",
+    "DiamondDataModule",
+    "GaussianDataModule",
+    "SignDataModule",
+    "SinewaveDataModule",
     "ArrayDataset",
     "BSDS300DataModule",
     "CIFAR10DataModule",

@@ -2,14 +2,18 @@
 
 The four sets of the SurVAE paper's AbsFlow experiment follow the official SurVAE definitions
 (``checkerboard``, ``corners``, ``eight_gaussians``, ``four_circles``); ``two_moons``,
-``two_spirals``, ``pinwheel`` and ``rings`` follow the FFJORD / NSF toy sets. Each sampler
-draws ``n`` points with a :class:`numpy.random.Generator` in a few vectorised operations.
+``two_spirals``, ``pinwheel`` and ``rings`` follow the FFJORD / NSF toy sets; ``gaussian``,
+``crescent``, ``crescent_cubed``, ``sinewave``, ``abs``, ``sign`` and ``diamond`` are the
+official SurVAE library's other plane sets (from NSF's ``plane.py``; its image-based
+``face_einstein`` needs an image file and is not included). Each sampler draws ``n`` points
+with a :class:`numpy.random.Generator` in a few vectorised operations.
 
 **Support.** The AbsFlow model divides by 4 and applies a logit, so every point must lie
 strictly inside ``(-4, 4)^2``. Points with a coordinate outside
 ``[-TOY_LIMIT, TOY_LIMIT]`` (``TOY_LIMIT = 4 - 1e-3``) are rejected and redrawn, so each set is
 its nominal density truncated to that square (for most sets nothing or a handful of points in
 a million are affected; checkerboard and corners reach the border and lose a 1e-3 strip).
+The official plane sets (``UNBOUNDED``) have unbounded Gaussian parts and are not truncated.
 
 Splits: train, validation and test are independent samples (sizes ``train_size``,
 ``val_size``, ``test_size``; the official SurVAE toy scripts draw 128,000 training and 128,000
@@ -105,6 +109,56 @@ def _rings(n: int, rng: np.random.Generator) -> np.ndarray:
     return pts + 0.08 * rng.standard_normal((n, 2))
 
 
+def _gaussian(n: int, rng: np.random.Generator) -> np.ndarray:
+    # N(0, diag(1, 0.25))
+    return rng.standard_normal((n, 2)) * np.array([1.0, 0.5])
+
+
+def _conditional(
+    n: int, rng: np.random.Generator, mean: Callable[[np.ndarray], np.ndarray], log_var: float
+) -> np.ndarray:
+    """``(x1, x2)`` with ``x1 ~ N(0, 1)`` and ``x2 | x1 ~ N(mean(x1), exp(log_var))``."""
+    x1 = rng.standard_normal(n)
+    x2 = mean(x1) + np.exp(0.5 * log_var) * rng.standard_normal(n)
+    return np.stack([x1, x2], 1)
+
+
+def _crescent(n: int, rng: np.random.Generator) -> np.ndarray:
+    # x2 | x1 ~ N(x1² / 2 − 1, e⁻²), returned as (x2, x1)
+    return _conditional(n, rng, lambda x: 0.5 * x**2 - 1.0, -2.0)[:, ::-1]
+
+
+def _crescent_cubed(n: int, rng: np.random.Generator) -> np.ndarray:
+    # x2 | x1 ~ N(0.2 x1³, 1), returned as (x2, x1)
+    return _conditional(n, rng, lambda x: 0.2 * x**3, 0.0)[:, ::-1]
+
+
+def _sinewave(n: int, rng: np.random.Generator) -> np.ndarray:
+    # x2 | x1 ~ N(sin 5x1, e⁻²)
+    return _conditional(n, rng, lambda x: np.sin(5.0 * x), -2.0)
+
+
+def _abs(n: int, rng: np.random.Generator) -> np.ndarray:
+    # x2 | x1 ~ N(|x1| − 1, e⁻³)
+    return _conditional(n, rng, lambda x: np.abs(x) - 1.0, -3.0)
+
+
+def _sign(n: int, rng: np.random.Generator) -> np.ndarray:
+    # x2 | x1 ~ N(sign(x1) + x1, e⁻³)
+    return _conditional(n, rng, lambda x: np.sign(x) + x, -3.0)
+
+
+def _diamond(n: int, rng: np.random.Generator) -> np.ndarray:
+    # A 20 × 20 grid of Gaussians (std 0.04) on [-2.5, 2.5]², jittered by up to 1e-3, then
+    # rotated by 45 degrees.
+    ticks = np.linspace(-2.5, 2.5, 20)
+    means = np.stack(np.meshgrid(ticks, ticks, indexing="ij"), -1).reshape(-1, 2)
+    means = means + 1e-3 * rng.uniform(0.0, 1.0, means.shape)
+    pts = means[rng.integers(0, len(means), n)] + 0.04 * rng.standard_normal((n, 2))
+    rotation = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2.0)
+    return pts @ rotation
+
+
 SAMPLERS: dict[str, Sampler] = {
     "checkerboard": _checkerboard,
     "corners": _corners,
@@ -114,15 +168,28 @@ SAMPLERS: dict[str, Sampler] = {
     "two_spirals": _two_spirals,
     "pinwheel": _pinwheel,
     "rings": _rings,
+    "gaussian": _gaussian,
+    "crescent": _crescent,
+    "crescent_cubed": _crescent_cubed,
+    "sinewave": _sinewave,
+    "abs": _abs,
+    "sign": _sign,
+    "diamond": _diamond,
 }
+
+#: the official plane sets: drawn as defined, not truncated to the AbsFlow square
+UNBOUNDED = frozenset({"gaussian", "crescent", "crescent_cubed", "sinewave", "abs", "sign"})
 
 
 def sample_toy(name: str, n: int, rng: np.random.Generator | int = 0) -> np.ndarray:
     """``n`` points of the toy set ``name`` as float32 ``(n, 2)``, all inside
-    ``[-TOY_LIMIT, TOY_LIMIT]^2`` (points outside are rejected and redrawn)."""
+    ``[-TOY_LIMIT, TOY_LIMIT]^2`` (points outside are rejected and redrawn) unless the set is
+    one of ``UNBOUNDED``."""
     if name not in SAMPLERS:
         raise KeyError(f"unknown toy data set {name!r}; choose from {sorted(SAMPLERS)}")
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    if name in UNBOUNDED:
+        return np.ascontiguousarray(SAMPLERS[name](n, rng), dtype=np.float32)
     sampler, parts, missing = SAMPLERS[name], [], n
     while missing > 0:
         # Draw a little more than needed so one round almost always suffices.
@@ -136,7 +203,8 @@ def sample_toy(name: str, n: int, rng: np.random.Generator | int = 0) -> np.ndar
 class ToyDataModule(FlowDataModule):
     """2-D toy density: independent seeded samples for train, validation and test.
 
-    Batches are float32 ``[B, 2]`` inside ``(-4, 4)^2``. ``download`` and
+    Batches are float32 ``[B, 2]``, inside ``(-4, 4)^2`` except for the ``UNBOUNDED`` sets.
+    ``download`` and
     ``check_integrity`` have no effect (nothing is read from disk).
     """
 
@@ -189,3 +257,10 @@ TwoMoonsDataModule = _make_toy_module("two_moons")
 TwoSpiralsDataModule = _make_toy_module("two_spirals")
 PinwheelDataModule = _make_toy_module("pinwheel")
 RingsDataModule = _make_toy_module("rings")
+GaussianDataModule = _make_toy_module("gaussian")
+CrescentDataModule = _make_toy_module("crescent")
+CrescentCubedDataModule = _make_toy_module("crescent_cubed")
+SinewaveDataModule = _make_toy_module("sinewave")
+AbsDataModule = _make_toy_module("abs")
+SignDataModule = _make_toy_module("sign")
+DiamondDataModule = _make_toy_module("diamond")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from survae import registry
-from survae.data.toy import SAMPLERS, TOY_LIMIT, sample_toy
+from survae.data.toy import SAMPLERS, TOY_LIMIT, UNBOUNDED, sample_toy
 
 TOY = sorted(SAMPLERS)
 
@@ -22,7 +22,8 @@ def test_toy_module_splits_dtype_and_support(name):
         x = ds.data
         assert x.dtype == torch.float32 and x.shape[1:] == (2,)
         assert bool(torch.isfinite(x).all())
-        assert float(x.abs().max()) <= TOY_LIMIT < 4.0  # strictly inside (-4, 4)
+        if name not in UNBOUNDED:
+            assert float(x.abs().max()) <= TOY_LIMIT < 4.0  # strictly inside (-4, 4)
         assert float(x.std()) > 0.3  # not degenerate
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (64, 2) and batch.dtype == torch.float32
@@ -97,3 +98,41 @@ def test_four_circles_radius():
 def test_unknown_toy_name():
     with pytest.raises(KeyError, match="checkerboard"):
         sample_toy("checkers", 10)
+
+
+@pytest.mark.parametrize(
+    "name,mean,var,swap",
+    [
+        ("crescent", lambda t: 0.5 * t**2 - 1, np.exp(-2.0), True),
+        ("crescent_cubed", lambda t: 0.2 * t**3, 1.0, True),
+        ("sinewave", lambda t: np.sin(5 * t), np.exp(-2.0), False),
+        ("abs", lambda t: np.abs(t) - 1, np.exp(-3.0), False),
+        ("sign", lambda t: np.sign(t) + t, np.exp(-3.0), False),
+    ],
+)
+def test_official_plane_sets_conditional_moments(name, mean, var, swap):
+    x = sample_toy(name, 400_000, 0).astype(np.float64)
+    if swap:  # stored as (x2, x1)
+        x = x[:, ::-1]
+    assert abs(x[:, 0].mean()) < 0.01 and abs(x[:, 0].std() - 1) < 0.01  # x1 ~ N(0, 1)
+    # narrow bins away from sign's jump at 0: the conditional mean and variance of x2
+    for lo in (-1.2, -0.6, 0.3, 0.9):
+        sel = x[(x[:, 0] > lo) & (x[:, 0] < lo + 0.02)]
+        centre = lo + 0.01
+        # five standard errors, plus the mean's change across the 0.02-wide bin
+        tol = 5 * np.sqrt(var / len(sel)) + 0.02 * (5 if name == "sinewave" else 1.5)
+        assert abs(sel[:, 1].mean() - mean(centre)) < tol
+        assert abs(sel[:, 1].var() / var - 1) < 0.25
+
+
+def test_gaussian_and_diamond():
+    x = sample_toy("gaussian", 200_000, 0)
+    np.testing.assert_allclose(x.std(0), [1.0, 0.5], rtol=0.01)
+    d = sample_toy("diamond", 100_000, 0) @ (np.array([[1.0, 1.0], [-1.0, 1.0]]) / np.sqrt(2))
+    # rotated back: 20 × 20 grid points 5/19 apart on [-2.5, 2.5]², std 0.04 around them
+    offset = (d + 2.5) / (5 / 19)
+    assert np.abs(offset - np.round(offset)).mean() < 0.15
+    assert np.abs(d).max() < 2.5 + 0.3
+    assert len(np.unique(np.clip(np.round(offset), 0, 19), axis=0)) == 400
+    for name in ("gaussian", "crescent", "diamond"):
+        assert registry.get("dataset", name).name == name
