@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 #: ``survae COMMAND``: the module in survae.app whose ``main(argv, prog)`` runs it
-COMMANDS = {"eval-loglik": "eval_loglik", "eval-sample": "eval_sample"}
+COMMANDS = {"report": "report", "eval-loglik": "eval_loglik", "eval-sample": "eval_sample"}
 
 
 def version_text() -> str:

@@ -231,6 +231,12 @@ def test_installed_commands_find_their_configs(installed_wheel, tmp_path):
     assert Path(config_dir).is_relative_to(bin_dir.parent)
     version = _run_installed(bin_dir, ["survae", "--version"], tmp_path)
     assert version.returncode == 0 and version.stdout.startswith(f"survae {survae.__version__}")
+    for command in ("survae-report", "survae-eval-loglik", "survae-eval-sample"):
+        helped = _run_installed(bin_dir, [command, "--help"], tmp_path)
+        assert helped.returncode == 0, helped.stderr[-3000:]
+        assert helped.stdout.startswith(f"usage: {command}")
+    empty = _run_installed(bin_dir, ["survae-report", str(tmp_path)], tmp_path)
+    assert empty.returncode == 0 and "no published numbers" in empty.stdout, empty.stderr
     listed = _run_installed(bin_dir, ["survae-run", "--list-experiments"], tmp_path)
     assert listed.returncode == 0 and "abs_flow_four_circles" in listed.stdout, listed.stderr
     composed = _run_installed(

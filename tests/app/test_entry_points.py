@@ -1,6 +1,7 @@
 """The packaged commands (``[project.scripts]``): each names a callable of the package, and
-``survae-eval-loglik`` / ``survae-eval-sample`` (also ``survae eval-loglik|eval-sample``) run
-from the package with ``--help`` and stop with one line on a bad input."""
+``survae-report``, ``survae-eval-loglik``, ``survae-eval-sample`` (also ``survae report|
+eval-loglik|eval-sample``) run from the package with ``--help`` and stop with one line on a bad
+input. The built wheel's console scripts: tests/test_packaging.py (slow)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _python(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_every_console_script_names_a_callable_of_the_package():
-    expected = {"survae", "survae-run", "survae-eval-loglik", "survae-eval-sample"}
+    expected = {"survae", "survae-run", "survae-report", "survae-eval-loglik", "survae-eval-sample"}
     assert expected <= set(SCRIPTS)
     for name, target in SCRIPTS.items():
         module, _, attr = target.partition(":")
@@ -44,6 +45,8 @@ def test_commands_run_from_the_package_with_help(tmp_path):
     assert sample.returncode == 0, sample.stderr[-2000:]
     assert sample.stdout.startswith("usage: survae-eval-sample")
     assert "--inception-weights" in sample.stdout
+    report = _python("-m", "survae.app.report", "--help", cwd=tmp_path)
+    assert report.returncode == 0 and report.stdout.startswith("usage: survae-report")
 
 
 def test_a_bad_input_is_one_line_named_after_the_command(tmp_path):

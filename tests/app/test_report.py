@@ -1,5 +1,6 @@
-"""scripts/report.py: run records grouped over seeds, marked runs kept apart from published
-targets, older records, sweep folders with their table and plot."""
+"""survae-report (survae.app.report, scripts/report.py): run records grouped over seeds, marked
+runs kept apart from published targets, failed, diverged and incomplete runs listed with their
+state and reason, older records, sweep folders with their table and plot."""
 
 from __future__ import annotations
 
@@ -11,10 +12,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = str(ROOT / "experiments" / "targets.yaml")
 
 
-def _report():
+class _Report:
+    """survae.app.report with the checkout's published targets (tests run from any folder)."""
+
+    def __getattr__(self, name: str):
+        from survae.app import report
+
+        return getattr(report, name)
+
+    def main(self, argv: list[str]) -> str:
+        from survae.app import report
+
+        return report.main([*argv, "--targets", TARGETS])
+
+
+def _report() -> _Report:
+    return _Report()
+
+
+def _script():
     spec = importlib.util.spec_from_file_location("report", ROOT / "scripts" / "report.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -198,3 +218,122 @@ def test_stand_in_data_is_recorded_from_its_marker_and_never_compared(tmp_path):
     results.write_text(json.dumps({**record, "fake_data": False}))
     (row,) = _by_column(_report().main([str(tmp_path / "outputs")]))
     assert row["difference"] == "stand-in data"
+
+
+# ------------------------------------------------------------------ runs that gave no result
+def _job(sweep: Path, num: int, lr: str, seed: int, **record) -> Path:
+    """Job folder ``<num>_glow_cifar10`` of a sweep as Hydra and survae write it: Hydra's
+    config and overrides, survae's run_config.yaml, and results.json when ``record`` is given."""
+    folder = sweep / f"{num}_glow_cifar10"
+    (folder / ".hydra").mkdir(parents=True)
+    overrides = [f"optim.lr={lr}", f"seed={seed}"]
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    config = {"task_name": "glow_cifar10", "seed": seed, "data": {"name": "cifar10"}}
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "run_config.yaml").write_text(yaml.safe_dump(config))
+    if record:
+        rec = {"experiment": "glow_cifar10", "metric": "bpd", "exact": False, "seed": seed,
+               "overrides": overrides, "steps": 100, **record}  # fmt: skip
+        (folder / "results.json").write_text(json.dumps(rec))
+    return folder
+
+
+def _sweep_with_casualties(tmp_path: Path) -> Path:
+    sweep = tmp_path / "multirun" / "sweep"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    for seed, value in enumerate([3.0, 3.2, 3.4]):
+        _job(sweep, seed, "0.001", seed, state="finished", test=value, val=value + 0.1)
+    _job(sweep, 3, "0.001", 3, state="diverged", reason="loss is NaN at step 40 (layer 3)",
+         test=None, val=5.5, steps=40)  # fmt: skip
+    _job(sweep, 4, "0.1", 0, state="failed", reason="ConfigError: optim.lr must be > 0")
+    job = _job(sweep, 5, "0.1", 1)  # killed before its end: no results.json
+    offline = job / "wandb" / "offline-run-20260101_000000-abc" / "files"
+    offline.mkdir(parents=True)  # recent W&B versions write no wandb-summary.json offline
+    (offline / "output.log").write_text("epoch 0\n")
+    return sweep
+
+
+def _left_out(text: str) -> list[dict[str, str]]:
+    lines = text.split("Runs left out of the table", 1)[1].splitlines()[4:]
+    cols = ["experiment", "overrides", "seed", "state", "reason", "val", "steps", "folder"]
+    return [dict(zip(cols, [c.strip() for c in line.split("|")[1:-1]], strict=True))
+            for line in lines if line.startswith("|")]  # fmt: skip
+
+
+def test_sweep_lists_failed_diverged_and_incomplete_runs_with_state_and_reason(tmp_path):
+    sweep = _sweep_with_casualties(tmp_path)
+    text = _report().main([str(sweep)])
+    table_part = text.split("\n\n")[0]
+    rows = {r["overrides"]: r for r in _by_column(table_part)}
+    ok = rows["optim.lr=0.001"]
+    assert ok["n"] == "3" and ok["ours"] == "3.200 ± 0.200"  # the diverged seed is not averaged
+    assert "n = 3 of 4: diverged 1 left out (listed below)" in ok["notes"]
+    bad = rows["optim.lr=0.1"]
+    assert bad["n"] == "0" and bad["ours"] == "–"
+    assert "n = 0 of 2: failed 1, incomplete 1 left out" in bad["notes"]
+    listed = {r["seed"] + r["overrides"]: r for r in _left_out(text)}
+    assert set(listed) == {"3optim.lr=0.001", "0optim.lr=0.1", "1optim.lr=0.1"}
+    diverged = listed["3optim.lr=0.001"]
+    assert diverged["state"] == "diverged" and "NaN at step 40" in diverged["reason"]
+    assert diverged["val"] == "5.500" and diverged["folder"].endswith("3_glow_cifar10")
+    assert listed["0optim.lr=0.1"]["state"] == "failed"
+    assert "optim.lr must be > 0" in listed["0optim.lr=0.1"]["reason"]
+    incomplete = listed["1optim.lr=0.1"]
+    assert incomplete["state"] == "incomplete" and "no results.json" in incomplete["reason"]
+    assert (sweep / "report.md").read_text().strip() == text.strip()
+
+
+def test_every_run_on_its_own_row_with_its_state(tmp_path):
+    text = _report().main([str(_sweep_with_casualties(tmp_path)), "--all"])
+    rows = _by_column(text.split("\n\n")[0])
+    assert len(rows) == 6
+    diverged = next(r for r in rows if "diverged" in r["notes"])
+    assert diverged["ours"] == "5.500 (val)" and "loss is NaN" in diverged["notes"]
+    assert diverged["difference"] == "–"
+
+
+def test_a_run_whose_lock_is_held_is_running(tmp_path):
+    import os
+    import socket
+
+    from survae.app.run_records import LOCK_FILE
+    from survae.training.run_folder import LOCK_FILE as TRAINING_LOCK
+
+    assert LOCK_FILE == TRAINING_LOCK
+    job = _job(tmp_path / "multirun" / "s", 0, "0.001", 0)
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": "2026-01-01T00:00:00"}
+    (job / LOCK_FILE).write_text(json.dumps(owner))
+    (rec,) = _report().collect_local([tmp_path / "multirun"])
+    assert rec["state"] == "running" and str(os.getpid()) in rec["reason"]
+
+
+def test_records_without_state_are_finished_or_interrupted():
+    from survae.app.run_records import run_state
+
+    assert run_state({}) == "finished" and run_state({"finished": True}) == "finished"
+    assert run_state({"finished": False, "interrupted": "SIGTERM"}) == "interrupted"
+    assert run_state({"state": "diverged", "finished": False}) == "diverged"
+
+
+def test_the_script_and_the_command_print_the_same_report(tmp_path):
+    """scripts/report.py (a checkout) and ``python -m survae report`` (what ``survae report``
+    and ``survae-report`` run) print the same table and the runs left out."""
+    import os
+    import subprocess
+    import sys
+
+    sweep = _sweep_with_casualties(tmp_path)
+    out = tmp_path / "r.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "survae", "report", str(sweep), "--markdown", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| diverged | loss is NaN at step 40 (layer 3) |" in proc.stdout
+    assert _script().main([str(sweep), "--markdown", str(tmp_path / "s.md")]) == (
+        out.read_text().strip()
+    )
+    with pytest.raises(SystemExit, match="^report.py: no such folder"):
+        _script().main([str(tmp_path / "nowhere")])
