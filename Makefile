@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 CONSTRAINTS ?= $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
 
-.PHONY: docs install install-locked lock run test test-full lint format benchmark clean
+.PHONY: docs docs-test install install-locked lock run test test-full lint format benchmark clean
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ run: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) run.py $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not gpu" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not gpu and not docs" $(ARGS)
 
 test-full: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
@@ -56,3 +56,7 @@ benchmark: install
 docs: install
 	$(PY) -m pip install -q $(CONSTRAINTS) -e ".[docs]"
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+# The built site in headless Chromium (Debian's chromium); screenshots in docs/_build/screenshots.
+docs-test: docs
+	$(PY) -m pytest -q -m docs tests/docs $(ARGS)

@@ -19,6 +19,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax copied into _static: the site needs no network
     "survae_docgen",  # catalogue, zoo and API pages from the registry, configs and runs
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -31,5 +32,6 @@ autodoc_inherit_docstrings = False  # no Lightning/torch docstrings on overridde
 napoleon_numpy_docstring = False
 html_theme = "furo"
 html_title = f"survae {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"  # also keeps browsers from asking for /favicon.ico
 suppress_warnings = ["myst.header"]

@@ -50,19 +50,25 @@ YAML_PLACE = {
     "architecture": "# configs/model/my_model.yaml  ->  python run.py model=my_model\n{block}",
     "dataset": "# configs/data/my_data.yaml  ->  python run.py data=my_data\n{block}",
 }
-#: official code of each paper family, keyed by an experiment tag
-OFFICIAL = {
-    "survae": ("SurVAE Flows (Nielsen et al. 2020)", "https://github.com/didriknielsen/survae_flows"),
-    "glow": ("Glow (Kingma & Dhariwal 2018)", "https://github.com/openai/glow"),
-    "flowpp": ("Flow++ (Ho et al. 2019)", "https://github.com/aravindsrinivas/flowpp"),
-    "realnvp": ("Real NVP (Dinh et al. 2017)", "https://github.com/tensorflow/models/tree/archive/research/real_nvp"),
-    "maf": ("MAF (Papamakarios et al. 2017)", "https://github.com/gpapamak/maf"),
-    "nsf": ("Neural spline flows (Durkan et al. 2019)", "https://github.com/bayesiains/nsf"),
-    "anf": ("Augmented normalizing flows (Huang et al. 2020)", "https://github.com/CW-Huang/anf"),
-    "vflow": ("VFlow (Chen et al. 2020)", "https://github.com/thu-ml/vflow"),
-    "iaf": ("IAF (Kingma et al. 2016)", "https://github.com/openai/iaf"),
-    "vae": ("VAE (Kingma & Welling 2014)", ""),
-}  # fmt: skip
+#: the paper each experiment reproduces, by experiment-name prefix (first match wins), and the
+#: paper's official code ("" where none is linked)
+PAPERS: list[tuple[tuple[str, ...], str, str]] = [
+    (("abs_flow", "plain_flow", "maxpool_flow", "slice_flow", "sort_flow", "permute_flow"),
+     "SurVAE Flows (Nielsen et al. 2020)", "https://github.com/didriknielsen/survae_flows"),
+    (("glow",), "Glow (Kingma & Dhariwal 2018)", "https://github.com/openai/glow"),
+    (("flowpp",), "Flow++ (Ho et al. 2019)", "https://github.com/aravindsrinivas/flowpp"),
+    (("realnvp",), "Real NVP (Dinh et al. 2017)",
+     "https://github.com/tensorflow/models/tree/archive/research/real_nvp"),
+    (("vflow",), "VFlow (Chen et al. 2020)", "https://github.com/thu-ml/vflow"),
+    (("anf",), "Augmented normalizing flows (Huang et al. 2020)", ""),
+    (("maf",), "MAF (Papamakarios et al. 2017)", "https://github.com/gpapamak/maf"),
+    (("nsf",), "Neural spline flows (Durkan et al. 2019)", "https://github.com/bayesiains/nsf"),
+    (("naf",), "Neural autoregressive flows (Huang et al. 2018)", "https://github.com/CW-Huang/NAF"),
+    (("umnn",), "UMNN (Wehenkel & Louppe 2019)", "https://github.com/AWehenkel/UMNN"),
+    (("iaf",), "IAF (Kingma et al. 2016)", "https://github.com/openai/iaf"),
+    (("vae",), "VAE (Kingma & Welling 2014)", ""),
+]  # fmt: skip
+OTHER_PAPER = ("Other experiments", "")
 METRIC_UNITS = {
     "bpd": "bits/dim (lower is better)",
     "ppll": "per-point log-likelihood, nats (higher is better)",
@@ -95,7 +101,11 @@ def config_keys(obj: Any) -> list[tuple[str, str, str]]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "self":
             continue
         ann = p.annotation
-        ann = "" if ann is p.empty else (ann if isinstance(ann, str) else inspect.formatannotation(ann))
+        ann = (
+            ""
+            if ann is p.empty
+            else (ann if isinstance(ann, str) else inspect.formatannotation(ann))
+        )
         default = "required" if p.default is p.empty else repr(p.default)
         keys.append((p.name, ann, default))
     return keys
@@ -136,10 +146,17 @@ def catalogue_page(kind: str, name: str, obj: Any) -> str:
         _rst_title("Config keys", "-"),
     ]
     if keys:
-        lines += [".. list-table::", "   :header-rows: 1\n", "   * - key", "     - type", "     - default"]
+        lines += [
+            ".. list-table::",
+            "   :header-rows: 1\n",
+            "   * - key",
+            "     - type",
+            "     - default",
+        ]
         for key, ann, default in keys:
-            lines += [f"   * - ``{key}``", f"     - ``{ann}``" if ann else "     -",
-                      f"     - ``{default}``" if default != "required" else "     - required"]  # fmt: skip
+            lines.append(f"   * - ``{key}``")
+            lines.append(f"     - ``{ann}``" if ann else "     -")
+            lines.append(f"     - ``{default}``" if default != "required" else "     - required")
         lines.append("")
         lines.append("Keys that the enclosing model knows (channel counts, shapes) are filled in "
                      "by the builder; a config gives the rest.\n")  # fmt: skip
@@ -155,7 +172,10 @@ def registry_entries() -> dict[str, dict[str, Any]]:
     import survae  # noqa: F401  (registers layers, networks, distributions, architectures)
     from survae import registry
 
-    return {kind: {n: registry.get(kind, n) for n in registry.available(kind)} for kind in registry.KINDS}
+    return {
+        kind: {n: registry.get(kind, n) for n in registry.available(kind)}
+        for kind in registry.KINDS
+    }
 
 
 def write_catalogue(out: Path) -> dict[str, list[str]]:
@@ -176,84 +196,105 @@ def write_catalogue(out: Path) -> dict[str, list[str]]:
     return written
 
 
-def _experiment_summary(path: Path) -> tuple[str, list[str]]:
-    """The first comment line of an experiment config and its tags."""
-    text = path.read_text()
-    summary = ""
-    for line in text.splitlines():
-        if line.startswith("#") and "@package" not in line:
-            summary = line.lstrip("# ").strip()
+def experiment_summary(path: Path) -> str:
+    """The first clause of an experiment config's leading comment (what the model is)."""
+    words: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
             break
-    tags = (yaml.safe_load(text) or {}).get("tags") or []
-    return summary, [str(t) for t in tags]
+        if "@package" not in line:
+            words.append(line.lstrip("#").strip())
+    text = " ".join(w for w in words if w)
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        ends = text[i + 1 : i + 2] in ("", " ") and not text[:i].endswith((" al", "e.g", "i.e"))
+        if (ch == "." and ends or ch in ":;") and depth == 0:
+            return text[:i]
+    return text
 
 
-def _official(name: str, tags: list[str]) -> tuple[str, str]:
-    for key in (*tags, name.split("_")[0]):
-        if key in ("survae", "maxpool_flow", "slice_flow", "sort_flow", "permute_flow"):
-            return OFFICIAL["survae"]
-        if key in OFFICIAL:
-            return OFFICIAL[key]
-    return ("", "")
+def paper_of(name: str) -> tuple[str, str]:
+    """(paper, official code URL) of experiment ``name``."""
+    for prefixes, paper, url in PAPERS:
+        if any(name == p or name.startswith(p + "_") for p in prefixes):
+            return paper, url
+    return OTHER_PAPER
 
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def zoo_row(name: str, target: dict[str, Any], record: Path, summary: str, paper: str) -> str:
+    """One experiment's table row: name, published value and source, recorded value, model."""
+    published, source = "", target.get("source", "")
+    # under the paper's heading, "Glow (Kingma & Dhariwal 2018), Table 2" and "Glow, Table 2"
+    # are "Table 2"; "MAF, Table 1" under Real NVP's heading stays
+    short = paper.split(" (")[0]
+    cite = paper[len(short) :].strip()
+    if cite and cite in source:
+        source = source.split(cite, 1)[1].lstrip(", ")
+    for alias in (short, "".join(w[0] for w in short.split()).upper()):
+        source = source.removeprefix(f"{alias}, ")
+    if target:
+        bound = "" if target.get("exact") else " (bound)"
+        published = f"{target['value']} {target['metric']}{bound}"
+    recorded = ""
+    if record.is_file():
+        r = json.loads(record.read_text())
+        recorded = f"{r['test']:.3f} {r.get('metric', '')}"
+        if r.get("steps") is not None:
+            recorded += f" ({r['steps']} steps)"
+    cells = [f"`{name}`", published, source, recorded, summary]
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+ZOO_INTRO = """# Paper zoo
+
+Every experiment in `configs/experiment/`, by paper, generated from the configs, the published
+targets (`experiments/targets.yaml`) and the recorded runs (`experiments/runs/*/results.json`;
+the budget and hardware of each are in `experiments/results.md`). Each one runs with
+
+```bash
+python run.py experiment=NAME
+```
+
+A recorded run on a short budget is not comparable with the published number: see
+[recorded results](results.md). An empty cell means no published number (the toy experiments'
+papers show density plots) or no recorded run. Units:
+
+"""
+
+
 def zoo_page(root: Path = ROOT) -> str:
-    """The paper zoo: one row per experiment config."""
+    """The paper zoo: a section per paper (with its official code), a row per experiment."""
     targets = yaml.safe_load((root / "experiments/targets.yaml").read_text()) or {}
-    rows = []
+    sections: dict[tuple[str, str], list[str]] = {(p, u): [] for _, p, u in PAPERS}
     figures = []
     for path in sorted((root / "configs/experiment").glob("*.yaml")):
         name = path.stem
-        summary, tags = _experiment_summary(path)
-        paper, url = _official(name, tags)
-        target = targets.get(name) or {}
-        published = ""
-        if target:
-            bound = "" if target.get("exact") else " (bound)"
-            published = f"{target['value']} {target['metric']}{bound}"
         record = root / "experiments/runs" / name / "results.json"
-        recorded = ""
-        if record.is_file():
-            r = json.loads(record.read_text())
-            recorded = f"{r['test']:.3f} {r.get('metric', '')}"
-            if r.get("steps") is not None:
-                recorded += f" ({r['steps']} steps)"
-        source = target.get("source", paper)
-        official = f"[code]({url})" if url else ""
-        rows.append(f"| `{name}` | {_cell(source)} | {official} | {_cell(published)} | "
-                    f"{_cell(recorded)} | `python run.py experiment={name}` | {_cell(summary)} |")  # fmt: skip
-        for fig in sorted((root / "experiments/figures").glob(f"{name}*.png")):
-            figures.append((name, fig))
-    units = "\n".join(f"- `{m}`: {u}" for m, u in METRIC_UNITS.items())
-    figs = "\n\n".join(
+        paper = paper_of(name)
+        row = zoo_row(name, targets.get(name) or {}, record, experiment_summary(path), paper[0])
+        sections.setdefault(paper, []).append(row)
+        figures += [(name, f) for f in sorted((root / "experiments/figures").glob(f"{name}*.png"))]
+    parts = [ZOO_INTRO + "\n".join(f"- `{m}`: {u}" for m, u in METRIC_UNITS.items()) + "\n"]
+    for (paper, url), rows in sections.items():
+        if not rows:
+            continue
+        code = f"Official code: <{url}>" if url else "No official code is linked here."
+        parts.append(
+            f"## {paper}\n\n{code}\n\n| experiment | published | source | recorded | model |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        )
+    parts.append("## Figures of the recorded runs\n")
+    parts += [
         f"```{{figure}} ../experiments/figures/{fig.name}\n:width: 45%\n:alt: {name}\n\n"
-        f"`{name}`: recorded run\n```"
+        f"`{name}`: recorded run\n```\n"
         for name, fig in figures
-    )
-    return f"""# Paper zoo
-
-Every experiment in `configs/experiment/`, generated from the configs, the published targets
-(`experiments/targets.yaml`) and the recorded runs (`experiments/runs/*/results.json`; the
-budget and hardware of each are in `experiments/results.md`). A recorded run on a short budget
-is not comparable with the published number: see [recorded results](results.md). An empty cell
-means no published number (the toy experiments' papers show density plots) or no recorded run.
-
-Units:
-
-{units}
-
-| experiment | paper | official source | published | recorded | command | model |
-|---|---|---|---|---|---|---|
-{chr(10).join(rows)}
-
-## Figures of the recorded runs
-
-{figs}
-"""
+    ]
+    return "\n".join(parts)
 
 
 def _public_modules() -> list[str]:
@@ -303,10 +344,15 @@ def _prune(folder: Path, keep: set[Path]) -> None:
 def generate(docs_dir: Path) -> None:
     catalogue = docs_dir / "catalogue"
     written = write_catalogue(catalogue)
-    keep = {catalogue / "index.rst"} | {catalogue / k / f"{n}.rst" for k, ns in written.items() for n in ns}
+    keep = {catalogue / "index.rst"} | {
+        catalogue / k / f"{n}.rst" for k, ns in written.items() for n in ns
+    }
     _prune(catalogue, keep)
     modules = write_api(docs_dir / "api")
-    _prune(docs_dir / "api", {docs_dir / "api" / f"{m}.rst" for m in modules} | {docs_dir / "api/index.rst"})
+    _prune(
+        docs_dir / "api",
+        {docs_dir / "api" / f"{m}.rst" for m in modules} | {docs_dir / "api/index.rst"},
+    )
     _write(docs_dir / "zoo.md", zoo_page())
     results = (ROOT / "experiments/results.md").read_text()
     _write(docs_dir / "results.md", results.replace("](figures/", "](../experiments/figures/"))
