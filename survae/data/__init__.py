@@ -12,6 +12,7 @@ Files are never downloaded unless ``download=True``; a missing data set raises
 """
 
 from survae.data import (  # noqa: F401  (registers)
+    binarized_mnist,
     conditional_toy,
     imagenet,
     images,
@@ -20,6 +21,7 @@ from survae.data import (  # noqa: F401  (registers)
     uci,
 )
 from survae.data.base import ArrayDataset, FlowDataModule
+from survae.data.binarized_mnist import BinarizedMNISTDataModule, FixedBinarizedMNISTDataModule
 from survae.data.conditional_toy import GaussianClassesDataModule, RotatedMoonsDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.imagenet import ImageNet32DataModule, ImageNet64DataModule
@@ -56,6 +58,8 @@ from survae.data.uci import (
 )
 
 __all__ = [
+    "BinarizedMNISTDataModule",
+    "FixedBinarizedMNISTDataModule",
     "AbsDataModule",
     "CrescentCubedDataModule",
     "CrescentDataModule",

@@ -4,7 +4,9 @@ Batches are ``uint8`` ``[B, C, H, W]``; dequantization is the model's job. Where
 has no validation split, a fixed random subset of ``val_size`` training images (seeded by
 ``data_seed``) is held out. Optional training augmentation (horizontal flip and integer
 translation with edge padding, see :class:`~survae.data.augment.RandomFlipTranslate`) is
-applied to training batches only.
+applied to training batches only. ``num_bits`` below the data's own (8) keeps that many most
+significant bits of every pixel in every split (``num_bins`` becomes ``2^num_bits``, and the
+model's dequantization and bits/dim follow it).
 
 On-disk layouts under ``root`` (the same as torchvision's, so its downloads are found):
 
@@ -25,6 +27,7 @@ from survae.data.augment import RandomFlipTranslate
 from survae.data.base import ArrayDataset, FlowDataModule, split_indices
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.io import CIFAR_GLOBALS, read_cifar_batch, read_idx, restricted_load
+from survae.data.quantize import ReduceBits, bits_of, chain
 from survae.registry import register
 
 
@@ -36,6 +39,8 @@ class ImageDataModule(FlowDataModule):
         augment: augment training batches (random horizontal flip + translation).
         flip: include the horizontal flip when augmenting.
         translate: maximal shift in pixels when augmenting (0 disables translation).
+        num_bits: quantize to ``2^num_bits`` levels (e.g. 5, as Glow's CelebA); ``None`` keeps
+            the data's levels. Needs a power-of-two level count (not ``digits``).
         **kwargs: see :class:`~survae.data.base.FlowDataModule`.
     """
 
@@ -48,15 +53,39 @@ class ImageDataModule(FlowDataModule):
         augment: bool = False,
         flip: bool = True,
         translate: int = 1,
+        num_bits: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.num_bits = self._check_bits(num_bits)
+        if self.num_bits is not None:
+            self.num_bins = 2**self.num_bits
         if val_size < 1:
             raise ValueError(f"{self.name}: val_size must be positive, got {val_size}")
         self.val_size = int(val_size)
         self.augment = bool(augment)
         self.flip = bool(flip)
         self.translate = int(translate)
+
+    def _check_bits(self, num_bits: int | None) -> int | None:
+        if num_bits is None:
+            return None
+        full = bits_of(type(self).num_bins or 0)
+        if full is None:
+            raise ValueError(
+                f"{self.name}: num_bits needs a power-of-two number of levels, the data has "
+                f"{type(self).num_bins}"
+            )
+        if not 1 <= num_bits <= full:
+            raise ValueError(f"{self.name}: num_bits must lie in [1, {full}], got {num_bits}")
+        return int(num_bits)
+
+    def quantize_transform(self) -> ReduceBits | None:
+        """The ``num_bits`` quantization applied to every split, or ``None``."""
+        full = bits_of(type(self).num_bins or 0)
+        if self.num_bits is None or self.num_bits == full:
+            return None
+        return ReduceBits(full, self.num_bits)
 
     def train_transform(self) -> RandomFlipTranslate | None:
         """The augmentation applied to training batches, or ``None``."""
@@ -81,10 +110,12 @@ class ImageDataModule(FlowDataModule):
         val_idx, train_idx = split_indices(len(train), [self.val_size], self.data_seed)
         train_ctx = self.one_hot(train_labels) if train_labels is not None else None
         test_ctx = self.one_hot(test_labels) if test_labels is not None else None
+        quantize = self.quantize_transform()
+        train_transform = chain(self.train_transform(), quantize)
         return (
-            ArrayDataset(train, train_idx, transform=self.train_transform(), context=train_ctx),
-            ArrayDataset(train, val_idx, context=train_ctx),
-            ArrayDataset(test, context=test_ctx),
+            ArrayDataset(train, train_idx, transform=train_transform, context=train_ctx),
+            ArrayDataset(train, val_idx, transform=quantize, context=train_ctx),
+            ArrayDataset(test, transform=quantize, context=test_ctx),
         )
 
     def _check_shape(self, images: torch.Tensor | np.ndarray, source: str) -> None:

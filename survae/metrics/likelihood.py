@@ -5,7 +5,9 @@ report that number in different units depending on the data:
 
 * images — **bits per dimension** (bpd, lower is better):
   ``bpd = -log P(x) / (D · ln 2)`` with ``D = C · H · W`` the number of sub-pixels (e.g.
-  3 · 32 · 32 = 3072 for CIFAR-10). ``P`` is the probability of the *discrete* 8-bit image.
+  3 · 32 · 32 = 3072 for CIFAR-10). ``P`` is the probability of the *discrete* image at the
+  data's quantization: 8-bit, or ``2^num_bits`` levels with ``data.num_bits`` (the model's
+  dequantization follows the data's ``num_bins``, so the formula is the same for every depth).
   survae's image models start with a dequantization layer whose likelihood contribution makes
   ``log_prob`` exactly that discrete log-likelihood (or a lower bound on it), so no extra
   ``D · log 256`` correction is applied here. (A model fitted to continuous data scaled to
