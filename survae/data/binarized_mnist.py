@@ -1,9 +1,9 @@
 """Binarized MNIST, the two versions of the VAE literature (see Burda et al. 2015, Appendix D):
 
-* ``binarized_mnist``: dynamically binarized (Salakhutdinov & Murray 2008): each training
-  batch draws pixel ``x`` as 1 with probability ``x / 255`` afresh; the validation and test
-  images are binarized once, with a generator seeded by ``data_seed``, so evaluations agree
-  between runs (the official SurVAE loader redraws them at every pass).
+* ``binarized_mnist``: dynamically binarized (Salakhutdinov & Murray 2008; ``mnist`` with
+  ``binarize=true``, see :mod:`survae.data.images`): each training batch draws pixel ``x`` as
+  1 with probability ``x / 255`` afresh; the validation and test images are binarized once,
+  with generators seeded by ``data_seed``, so evaluations agree between runs.
 * ``binarized_mnist_fixed``: the fixed binarization of Larochelle & Murray (2011), 50k / 10k /
   10k images in ``ROOT/static_mnist/binarized_mnist_{train,valid,test}.amat`` (text files of
   784 zeros and ones per line); ``download=True`` fetches them from the authors' site.
@@ -22,33 +22,23 @@ import torch
 from survae.data.base import ArrayDataset
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.images import ImageDataModule, MNISTDataModule
-from survae.data.quantize import DynamicBinarize, chain
+from survae.data.quantize import chain
 from survae.registry import register
 
 FIXED_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/{}"
-
-
-def binarize_once(images: torch.Tensor, seed: int) -> torch.Tensor:
-    """A fixed Bernoulli binarization of ``uint8`` grey levels (``x / 255``)."""
-    return DynamicBinarize(seed)(images, key=[])
 
 
 @register("dataset", "binarized_mnist")
 class BinarizedMNISTDataModule(MNISTDataModule):
     """Dynamically binarized MNIST: the MNIST IDX files (as ``mnist``), each training pixel
     drawn as Bernoulli(x / 255) per batch; validation and test binarized once (``data_seed``).
+    The same as ``mnist`` with ``binarize=true``.
     """
 
     name = "binarized_mnist"
-    num_bins = 2
 
-    def _load(self):
-        train_set, val_set, test_set = super()._load()
-        seed = self.data_seed
-        train_set.transform = chain(DynamicBinarize(self.seed), train_set.transform)
-        val_set.data = binarize_once(val_set.data, seed)  # only the rows val_set indexes count
-        test_set.data = binarize_once(test_set.data, seed + 1)
-        return train_set, val_set, test_set
+    def __init__(self, binarize: bool = True, **kwargs):
+        super().__init__(binarize=binarize, **kwargs)
 
 
 def read_amat(path: str, width: int = 784) -> np.ndarray:
@@ -105,6 +95,5 @@ class FixedBinarizedMNISTDataModule(ImageDataModule):
 __all__ = [
     "BinarizedMNISTDataModule",
     "FixedBinarizedMNISTDataModule",
-    "binarize_once",
     "read_amat",
 ]

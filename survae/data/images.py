@@ -6,7 +6,10 @@ has no validation split, a fixed random subset of ``val_size`` training images (
 translation with edge padding, see :class:`~survae.data.augment.RandomFlipTranslate`) is
 applied to training batches only. ``num_bits`` below the data's own (8) keeps that many most
 significant bits of every pixel in every split (``num_bins`` becomes ``2^num_bits``, and the
-model's dequantization and bits/dim follow it).
+model's dequantization and bits/dim follow it). ``binarize=True`` binarizes 8-bit images
+dynamically (Salakhutdinov & Murray 2008): each training pixel is drawn as 1 with probability
+``x / 255`` in every batch, validation and test images once with generators seeded by
+``data_seed`` (the official SurVAE loader redraws those too, at every pass); ``num_bins`` is 2.
 
 On-disk layouts under ``root`` (the same as torchvision's, so its downloads are found):
 
@@ -27,7 +30,7 @@ from survae.data.augment import RandomFlipTranslate
 from survae.data.base import ArrayDataset, FlowDataModule, split_indices
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.io import CIFAR_GLOBALS, read_cifar_batch, read_idx, restricted_load
-from survae.data.quantize import ReduceBits, bits_of, chain
+from survae.data.quantize import DynamicBinarize, ReduceBits, binarize_once, bits_of, chain
 from survae.registry import register
 
 
@@ -41,6 +44,7 @@ class ImageDataModule(FlowDataModule):
         translate: maximal shift in pixels when augmenting (0 disables translation).
         num_bits: quantize to ``2^num_bits`` levels (e.g. 5, as Glow's CelebA); ``None`` keeps
             the data's levels. Needs a power-of-two level count (not ``digits``).
+        binarize: dynamic binarization of 8-bit images (see the module docstring).
         **kwargs: see :class:`~survae.data.base.FlowDataModule`.
     """
 
@@ -54,12 +58,21 @@ class ImageDataModule(FlowDataModule):
         flip: bool = True,
         translate: int = 1,
         num_bits: int | None = None,
+        binarize: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_bits = self._check_bits(num_bits)
         if self.num_bits is not None:
             self.num_bins = 2**self.num_bits
+        self.binarize = bool(binarize)
+        if self.binarize:
+            if num_bits is not None or type(self).num_bins != 256:
+                raise ValueError(
+                    f"{self.name}: binarize=true needs 8-bit images and no num_bits, got "
+                    f"{type(self).num_bins} levels and num_bits={num_bits}"
+                )
+            self.num_bins = 2
         if val_size < 1:
             raise ValueError(f"{self.name}: val_size must be positive, got {val_size}")
         self.val_size = int(val_size)
@@ -112,6 +125,16 @@ class ImageDataModule(FlowDataModule):
         test_ctx = self.one_hot(test_labels) if test_labels is not None else None
         quantize = self.quantize_transform()
         train_transform = chain(self.train_transform(), quantize)
+        if self.binarize:  # validation and test binarized once, training batches afresh
+            train_transform = chain(DynamicBinarize(self.seed), self.train_transform())
+            val_data = binarize_once(torch.as_tensor(train), self.data_seed)
+            return (
+                ArrayDataset(train, train_idx, transform=train_transform, context=train_ctx),
+                ArrayDataset(val_data, val_idx, context=train_ctx),
+                ArrayDataset(
+                    binarize_once(torch.as_tensor(test), self.data_seed + 1), context=test_ctx
+                ),
+            )
         return (
             ArrayDataset(train, train_idx, transform=train_transform, context=train_ctx),
             ArrayDataset(train, val_idx, transform=quantize, context=train_ctx),

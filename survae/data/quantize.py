@@ -66,6 +66,11 @@ class DynamicBinarize:
         return f"DynamicBinarize(seed={self.seed})"
 
 
+def binarize_once(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed Bernoulli(x / 255) binarization of ``uint8`` images, drawn from ``seed``."""
+    return DynamicBinarize(seed)(images, key=[])
+
+
 class Chain:
     """Applies ``transforms`` in order, passing ``key`` to the keyed ones."""
 

@@ -94,3 +94,13 @@ def test_quantize_helpers_and_bits_per_dim_meaning():
     for bits in (1, 5, 8):
         log_p = torch.tensor([-784 * bits * np.log(2.0)], dtype=torch.float32)
         torch.testing.assert_close(bits_per_dim(log_p, 784), torch.tensor([float(bits)]))
+
+
+def test_binarize_option_of_the_mnist_module(mnist_root):
+    root, _ = mnist_root(folder="FashionMNIST")
+    dm = registry.build("dataset", "fashion_mnist", root=str(root), val_size=6, binarize=True)
+    assert dm.num_bins == 2
+    dm.setup()
+    assert set(dm.test_set.data.unique().tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="binarize=true needs 8-bit images and no num_bits"):
+        registry.build("dataset", "mnist", root=str(root), binarize=True, num_bits=4)
