@@ -60,7 +60,20 @@ class Flow(nn.Module):
 
         ``−inf`` (density 0, as in ``torch.distributions``) where ``x`` lies outside the model's
         support: layers and bases with bounded support report it (e.g. ``Logit`` outside
-        (0, 1), ``StandardUniform``). NaN only comes from a NaN input or a bug."""
+        (0, 1), ``StandardUniform``). NaN only comes from a NaN input or a bug.
+
+        ``z = 2x`` under a standard normal base makes ``x`` normal with standard deviation 1/2:
+
+        >>> import torch
+        >>> from survae.distributions import StandardNormal
+        >>> from survae.transforms import Scale
+        >>> flow = Flow(StandardNormal([1]), [Scale(2.0)])
+        >>> x = torch.tensor([[0.0], [0.5]])
+        >>> flow.log_prob(x)
+        tensor([-0.2258, -0.7258])
+        >>> torch.distributions.Normal(0.0, 0.5).log_prob(x[:, 0])
+        tensor([-0.2258, -0.7258])
+        """
         z, total = self.transform_to_latent(x, context)
         return total + self.base_dist.log_prob(z, context)
 

@@ -63,6 +63,13 @@ def build_model(
     ``data_shape`` (one example) and ``num_bins`` (discrete data) are passed to architecture
     builders; a generic stack infers its base distribution's shape when ``base`` has none
     (for conditional data, ``context_features``, with a zero context of that size).
+
+    >>> import torch
+    >>> spec = {"layers": [{"name": "maf", "features": 2, "hidden": [16]}, {"name": "reverse"}],
+    ...         "base": {"name": "standard_normal"}}
+    >>> model = build_model(spec, data_shape=[2])
+    >>> model.log_prob(torch.randn(5, 2)).shape, model.exact
+    (torch.Size([5]), True)
     """
     spec = dict(spec)
     if "architecture" in spec:
@@ -107,7 +114,25 @@ def load_model(
     """The trained :class:`Flow` stored in a training checkpoint (EMA weights when present).
 
     The checkpoint is read without running code (see :mod:`survae.checkpoints`); ``trust``
-    allows an old or foreign file that needs more than tensors and plain values.
+    allows an old or foreign file that needs more than tensors and plain values. A run of
+    ``run.py`` leaves its checkpoints in the run folder (``checkpoints/last.ckpt``): the model
+    spec and data shape among the hyperparameters, the weights under ``model.`` (and
+    ``ema.module.``) in the state dict, as in this hand-made one:
+
+    >>> import tempfile, torch
+    >>> spec = {"layers": [{"name": "maf", "features": 2, "hidden": [16]}],
+    ...         "base": {"name": "standard_normal"}}
+    >>> trained = build_model(spec, data_shape=[2])
+    >>> checkpoint = {
+    ...     "hyper_parameters": {"model_spec": spec, "data_info": {"shape": [2]}},
+    ...     "state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()},
+    ... }
+    >>> with tempfile.TemporaryDirectory() as run:
+    ...     torch.save(checkpoint, f"{run}/last.ckpt")
+    ...     model = load_model(f"{run}/last.ckpt")
+    >>> x = torch.randn(3, 2)
+    >>> torch.equal(model.log_prob(x), trained.eval().log_prob(x)), model.training
+    (True, False)
     """
     return model_from_checkpoint(load_checkpoint(path, map_location, trust=trust), ema=ema)
 

@@ -4,6 +4,17 @@ Configs refer to layers, networks, distributions, architectures and data sets by
 name only; nothing is imported from a config string. ``available(kind)`` lists the names,
 ``build(kind, name, **kwargs)`` builds one, and an unknown name raises
 :class:`UnknownNameError` listing the valid ones.
+
+>>> import survae  # importing the package registers every building block
+>>> from survae import registry
+>>> registry.get("layer", "max_pool").__name__
+'MaxPoolSurjection2d'
+>>> registry.build("layer", "scale", scale=0.5)
+Scale(scale=0.5)
+>>> registry.get("layer", "max_pol")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+    ...
+survae.registry.UnknownNameError: Unknown layer 'max_pol'. Did you mean 'max_pool'...
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Markdown table of this project's runs: seeds averaged, compared with the published targets,
-and every run that gave no result listed with its state and reason.
+and every run that gave no result listed with its state and reason. Usage::
 
     survae-report [FOLDERS ...] [--wandb ENTITY/PROJECT] [--targets FILE]
                   [--markdown OUT.md] [--plot OUT.png] [--all]
