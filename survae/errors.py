@@ -46,3 +46,20 @@ def check_ndim(layer: object, x: torch.Tensor, ndims: int | Sequence[int], what:
         raise ShapeError(
             f"{type(layer).__name__}: expected {what} of shape {want}, got {_fmt(tuple(x.shape))}"
         )
+
+
+def python_command() -> str:
+    """The Python interpreter as a user would type it to run a command a message suggests:
+    this process's, relative to the current folder when it lies below it (``.venv/bin/python``
+    in a checkout), else its full path; ``python`` when unknown."""
+    import os
+    import sys
+
+    python = sys.executable or "python"
+    try:
+        relative = os.path.relpath(python)
+    except ValueError:  # another drive (Windows)
+        return python
+    if relative.startswith(".."):
+        return python
+    return relative if os.sep in relative else f".{os.sep}{relative}"

@@ -31,6 +31,7 @@ from survae.data.base import ArrayDataset, FlowDataModule, split_indices
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.io import CIFAR_GLOBALS, read_cifar_batch, read_idx, restricted_load
 from survae.data.quantize import DynamicBinarize, ReduceBits, binarize_once, bits_of, chain
+from survae.errors import python_command
 from survae.registry import register
 
 
@@ -282,7 +283,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     def how_to_get(self) -> str:
         return (
             super().how_to_get() + " Offline: `apt-get install dataset-fashion-mnist`, then "
-            f"`python -m survae.data.fetch fashion_mnist --root {self.root}` (gunzips "
+            f"`{python_command()} -m survae.data.fetch fashion_mnist --root {self.root}` (gunzips "
             f"/usr/share/datasets/fashion-mnist/*.gz into {self.raw_folder})."
         )
 

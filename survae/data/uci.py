@@ -43,6 +43,7 @@ from survae.config_check import ConfigError
 from survae.data.base import ArrayDataset, FlowDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.io import PANDAS_FRAME_GLOBALS, restricted_load
+from survae.errors import python_command
 from survae.registry import register
 
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -243,9 +244,10 @@ class UCIDataModule(FlowDataModule):
 
     def how_to_get(self) -> str:
         return (
-            "run with data.download=true (downloads MAF's data.tar.gz, about 1 GB, from "
-            f"zenodo.org/record/1161203 and unpacks data/{self.folder}/ into "
-            f"{self.path(self.folder)}), or unpack that folder of the archive there yourself."
+            f"`{python_command()} -m survae.data.fetch maf --root {self.root}` downloads MAF's "
+            "data.tar.gz (about 1 GB, zenodo.org/record/1161203) and unpacks "
+            f"data/{self.folder}/ into {self.path(self.folder)} (data.download=true does the "
+            "same at the start of a run), or unpack that folder of the archive there yourself."
         )
 
     def _download(self) -> None:

@@ -48,6 +48,7 @@ from survae.training.run_folder import (
     atomic_write_text,
     check_resume_compatible,
     quiet_lightning,
+    resume_command,
     write_config_record,
 )
 from survae.training.validation import validate_run_config
@@ -314,7 +315,7 @@ def _test(
         print(
             f"[survae] stopped by {results['interrupted']} at step {trainer.global_step}; latest "
             f"state: {results['last_checkpoint']}\n"
-            f"[survae] continue with: survae-run resume={out_dir}"
+            f"[survae] continue with: {resume_command(out_dir)}"
         )
     elif cfg.get("test", True):
         # best: the best-validation weights; last: the final (in-memory) weights, as the

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +19,7 @@ from typing import IO, Any
 from omegaconf import OmegaConf
 
 from survae.config_check import ConfigError
+from survae.errors import python_command
 
 #: prefix of the temporary files of atomic writes; a killed write leaves one behind
 TMP_PREFIX = ".tmp-"
@@ -151,6 +153,20 @@ class RunFolder:
             self._held = False
 
 
+def resume_command(run_dir: str | os.PathLike) -> str:
+    """The command that continues the run in ``run_dir``, in the form this process was started
+    with: ``<python> run.py resume=...`` from a checkout (the interpreter as typed, e.g.
+    ``.venv/bin/python``), ``survae-run resume=...`` from the installed command; in-process
+    runs (notebooks, sweeps' job launchers) get ``python run.py resume=...``."""
+    script = sys.argv[0] if sys.argv else ""
+    name = os.path.basename(script)
+    if name in ("survae-run", "survae"):
+        return f"{name} resume={run_dir}"
+    if name == "run.py":
+        return f"{python_command()} {script} resume={run_dir}"
+    return f"python run.py resume={run_dir}"
+
+
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
@@ -191,7 +207,7 @@ def check_resume_compatible(
         return
     raise ConfigError(
         f"checkpoint {path} was trained with another model or data spec than this config:\n"
-        f"  {listing}\nResume a run with its own config (survae-run resume=RUN_FOLDER), or "
+        f"  {listing}\nResume a run with its own config ({resume_command('RUN_FOLDER')}), or "
         "pass force_resume=true to load it anyway."
     )
 

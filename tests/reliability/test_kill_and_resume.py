@@ -16,7 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
-from conftest import QUIET, cli_process, tiny_data  # noqa: E402  (tests/training/conftest.py)
+from conftest import QUIET, ROOT, cli_process, tiny_data  # noqa: E402  (tests/training/conftest.py)
 
 from survae.checkpoints import load_checkpoint  # noqa: E402
 
@@ -162,7 +162,9 @@ def test_sigterm_saves_latest_state_exits_cleanly_and_resumes_exactly(tmp_path):
         _run([*base, f"hydra.run.dir={run_dir}"], tmp_path, env={"FAULT_TERM_AT_STEP": "10"})
     )
     assert code == 128 + signal.SIGTERM, err[-3000:]
-    assert "stopped by SIGTERM" in out and f"resume={run_dir}" in out
+    assert "stopped by SIGTERM" in out
+    # the command to continue works as printed: this interpreter and this checkout's run.py
+    assert f"continue with: {sys.executable} {ROOT / 'run.py'} resume={run_dir}" in out
     assert "Traceback" not in err
     assert _step_of(run_dir) == 11  # saved right after the step during which it arrived
     record = json.loads((run_dir / "results.json").read_text())

@@ -114,6 +114,22 @@ def test_resume_a_run_folder_with_its_saved_config(tmp_path):
     assert json.loads((run / "results.json").read_text())["steps"] == 12
 
 
+def test_the_resume_command_is_the_one_the_run_was_started_with(monkeypatch, tmp_path):
+    from survae.training.run_folder import resume_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / ".venv" / "bin" / "python"))
+    monkeypatch.setattr(sys, "argv", ["run.py", "experiment=x"])
+    assert resume_command("outputs/r") == ".venv/bin/python run.py resume=outputs/r"
+    monkeypatch.setattr(sys, "executable", "/elsewhere/bin/python3")
+    assert resume_command("r") == "/elsewhere/bin/python3 run.py resume=r"
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/survae-run", "experiment=x"])
+    assert resume_command("r") == "survae-run resume=r"
+    monkeypatch.setattr(sys, "argv", ["/x/submitit/core/_submit.py"])  # a sweep job
+    assert resume_command("r") == "python run.py resume=r"
+
+
 def test_resume_refuses_unknown_keys_and_group_changes(tmp_path):
     run = tmp_path / "run"
     assert _run([*TINY, "trainer.max_steps=2", f"hydra.run.dir={run}"], tmp_path).returncode == 0
