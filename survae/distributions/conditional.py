@@ -10,7 +10,8 @@ same classes work for vectors ``[B, D]`` and images ``[B, C, H, W]``.
 
 ``log_prob(x, context) -> [B]`` sums over all non-batch dimensions. ``sample(num_samples,
 context, temperature)`` takes the batch size and shape from ``context`` (``num_samples`` is
-ignored); ``context`` is required.
+ignored); ``context`` is required. An integer context (e.g. binarized pixels fed to a VAE
+encoder) reaches the network as floats of its weights' dtype.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class _NetConditional(ConditionalDistribution):
     def _params(self, context: torch.Tensor | None) -> torch.Tensor:
         if context is None:
             raise ValueError(f"{type(self).__name__} is conditional: pass context=...")
+        if not context.is_floating_point():  # integer data (binary pixels) as a VAE's input
+            weight = next(self.net.parameters(), None)
+            context = context.to(torch.get_default_dtype() if weight is None else weight.dtype)
         return self.net(context)
 
     def _check_event(self, x: torch.Tensor, like: torch.Tensor) -> None:

@@ -63,3 +63,10 @@ def test_errors():
         d.log_prob(torch.randn(2, 3))
     with pytest.raises(ShapeError):
         d.log_prob(torch.randn(2, 4), torch.randn(2, 2))
+
+
+def test_integer_context_reaches_the_network_as_floats():
+    d = ConditionalMeanNormal(nn.Linear(4, 2).double())
+    c = torch.randint(0, 2, (3, 4), dtype=torch.uint8)
+    torch.testing.assert_close(d.mean(c), d.net(c.double()))
+    assert d.log_prob(torch.zeros(3, 2, dtype=torch.float64), c).dtype == torch.float64

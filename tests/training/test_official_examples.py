@@ -1,0 +1,75 @@
+"""The official SurVAE examples as experiments: mnist_vae, toy_flow and toy_aug_flow compose,
+build the example's model and train on tiny data (the generic one-step check of every
+experiment is tests/test_experiments.py)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import QUIET, compose_config, tiny_data  # noqa: E402
+
+from survae.distributions import ConditionalBernoulli, ConditionalNormal  # noqa: E402
+from survae.models import build_model  # noqa: E402
+from survae.training.pipeline import build_datamodule, data_info, train  # noqa: E402
+from survae.transforms import VAE, ActNorm, AffineCoupling, Augment, Reshape  # noqa: E402
+
+
+def _model(cfg: dict, dm) -> torch.nn.Module:
+    info = data_info(dm)
+    return build_model(cfg["model"], info["shape"], info["num_bins"])
+
+
+def test_mnist_vae_is_the_example(tmp_path):
+    from survae.data.fake import write_fake_dataset
+
+    cfg = compose_config(["experiment=mnist_vae", "logger=none"], tmp_path / "run")
+    assert cfg["test_iw_samples"] == 10 and cfg["data"]["binarize"] is True
+    assert cfg["data"]["batch_size"] == 128 and cfg["trainer"]["max_epochs"] == 20
+    write_fake_dataset("mnist", tmp_path / "data", num=48)
+    data = {**cfg["data"], "root": str(tmp_path / "data"), "val_size": 8, "batch_size": 4}
+    dm = build_datamodule(data, seed=0)
+    assert dm.num_bins == 2
+    model = _model(cfg, dm)
+    assert isinstance(model.transforms[0], Reshape)
+    vae = model.transforms[1]
+    assert isinstance(vae, VAE) and not model.exact
+    assert isinstance(vae.encoder, ConditionalNormal)
+    assert isinstance(vae.decoder, ConditionalBernoulli)
+    assert model.base_dist.shape == (20,)
+    dm.setup("fit")
+    x = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.uint8 and set(x.unique().tolist()) <= {0, 1}
+    log_p = model.log_prob(x)
+    assert log_p.shape == (4,) and torch.isfinite(log_p).all()
+    # the decoder's likelihood of a binary image is at most 1: log p(x|z) <= 0
+    z, _ = vae.encoder.sample_with_log_prob(4, context=x.flatten(1))
+    assert torch.all(vae.decoder.log_prob(x.flatten(1), context=z) <= 0)
+    samples = model.sample(3)
+    assert samples.shape == (3, 1, 28, 28) and set(samples.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_toy_flow_and_toy_aug_flow_train_on_tiny_data(tmp_path):
+    overrides = [*tiny_data(256), *QUIET, "trainer.max_epochs=1"]
+    cfg = compose_config(["experiment=toy_flow", *overrides], tmp_path / "flow")
+    dm = build_datamodule(cfg["data"], seed=0)
+    model = _model(cfg, dm)
+    kinds = [type(t) for t in model.transforms]
+    assert kinds.count(AffineCoupling) == 4 and kinds.count(ActNorm) == 4 and model.exact
+    results = train(cfg)
+    assert math.isfinite(results["test"]["test/nll"])
+
+    cfg = compose_config(["experiment=toy_aug_flow", *overrides], tmp_path / "aug")
+    assert cfg["test_iw_samples"] == 100
+    dm = build_datamodule(cfg["data"], seed=0)
+    model = _model(cfg, dm)
+    assert isinstance(model.transforms[0], Augment) and not model.exact
+    assert model.base_dist.shape == (4,)
+    assert model.sample(5).shape == (5, 2)
+    cfg["test_iw_samples"] = 4
+    results = train(cfg)
+    assert math.isfinite(results["test"]["test/nll"]) and results["test"]["test/exact"] == 0.0
