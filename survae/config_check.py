@@ -10,6 +10,7 @@ their location. The scalar checks (:func:`check_int`, :func:`check_number`, :fun
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import numbers
@@ -258,9 +259,11 @@ def check_kwargs(
     unknown = [k for k in kwargs if k not in valid] if checkable else []
     if unknown:
         name = getattr(target, "registry_name", getattr(target, "__name__", str(target)))
+        close = [m for k in unknown for m in difflib.get_close_matches(str(k), valid, n=2)]
+        hint = f" Did you mean {', '.join(repr(c) for c in dict.fromkeys(close))}?"
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)} for {name!r}. "
-            f"Valid keys: {', '.join(valid)}."
+            f"Valid keys: {', '.join(valid)}.{hint if close else ''}"
         )
     if values:
         check_values(target, kwargs, where)

@@ -7,6 +7,17 @@ from collections.abc import Sequence
 import torch
 
 
+class UserError(Exception):
+    """A mistake in what was asked for (a config value, a file, the machine) whose message says
+    what is wrong and what would work; the command line prints it as one line (exit status 2)
+    instead of a traceback."""
+
+
+class DownloadError(UserError, OSError):
+    """A download failed (no network, a proxy, the server); names the URL and how to get the
+    files by hand."""
+
+
 class ShapeError(ValueError):
     """An input does not have the shape a layer needs; names the layer and both shapes."""
 

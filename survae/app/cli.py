@@ -8,15 +8,25 @@ saved config and ``last.ckpt``. ``survae-run --list-experiments`` prints every e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import survae  # noqa: F401  (first: makes torchvision importable on CPU-only torch builds)
+from survae.app.failures import (
+    exit_with_error,
+    full_traceback_wanted,
+    is_user_error,
+    remove_if_nothing_ran,
+)
 from survae.config_check import ConfigError
+
+#: ``--debug`` or ``HYDRA_FULL_ERROR=1``: errors keep their traceback
+_FULL_TRACEBACK = False
 
 
 def config_dir() -> str:
@@ -73,12 +83,33 @@ def _hydra_main():
     def main(cfg: DictConfig) -> float | None:
         from survae.training import train
 
-        container = OmegaConf.to_container(cfg, resolve=True)
-        results = train(container)
+        with one_line_errors_in_single_runs():
+            container = OmegaConf.to_container(cfg, resolve=True)
+            results = train(container)
         exit_if_interrupted(results)
         return sweep_objective(results, str(container.get("objective", "val_best")))
 
     return main
+
+
+@contextlib.contextmanager
+def one_line_errors_in_single_runs() -> Iterator[None]:
+    """In a single (not multirun) Hydra job, a configuration error ends the process with its
+    one line (Hydra would print "Error executing job" and the traceback); in a sweep it fails
+    the job, so the sweeper records the failed trial and goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        yield
+    except Exception as err:
+        if _FULL_TRACEBACK or not is_user_error(err):
+            raise
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        if HydraConfig.initialized():
+            remove_if_nothing_ran(HydraConfig.get().runtime.output_dir)
+        exit_with_error(err)
 
 
 def _resume_main(argv: Sequence[str]) -> None:
@@ -94,8 +125,22 @@ def _resume_main(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``survae-run`` and ``run.py``."""
+    """Entry point of ``survae-run`` and ``run.py``: a configuration or environment error is
+    one line on stderr with exit status 2 (``--debug`` or ``HYDRA_FULL_ERROR=1``: the
+    traceback; :mod:`survae.app.failures`)."""
+    global _FULL_TRACEBACK
     argv = list(sys.argv[1:] if argv is None else argv)
+    _FULL_TRACEBACK = full_traceback_wanted(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        _dispatch(argv)
+    except Exception as err:
+        if _FULL_TRACEBACK or not is_user_error(err):
+            raise
+        exit_with_error(err)
+
+
+def _dispatch(argv: list[str]) -> None:
     if "--list-experiments" in argv:
         rows = list_experiments()
         width = max((len(n) for n, _ in rows), default=0)
@@ -110,12 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from survae.training.resume import wants_resume
 
     if wants_resume(argv):
-        try:
-            _resume_main(argv)
-        except ConfigError as err:
-            print(f"Error: {err}", file=sys.stderr)
-            sys.exit(2)
+        _resume_main(argv)
         return
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    # Hydra re-raises instead of printing its own report, so main() can print one line
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     sys.argv = [sys.argv[0], *argv]
     _hydra_main()()

@@ -24,6 +24,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from survae.data.errors import flat_reason, is_download_failure
+from survae.errors import DownloadError
+
 KINDS = ("image", "points", "tabular", "toy")
 
 
@@ -292,9 +295,22 @@ class FlowDataModule(pl.LightningDataModule):
 
     # --- LightningDataModule API ----------------------------------------------------------
     def prepare_data(self) -> None:
-        """Download (only when ``download=True``) and build caches; safe to call repeatedly."""
+        """Download (only when ``download=True``) and build caches; safe to call repeatedly
+        (nothing to do once the splits are loaded). A failed download is a
+        :class:`~survae.errors.DownloadError` naming the data set and the reason."""
+        if self.train_set is not None:
+            return
         if self.download:
-            self._download()
+            try:
+                self._download()
+            except (OSError, RuntimeError) as err:
+                if not is_download_failure(err):
+                    raise
+                raise DownloadError(
+                    f"data.download: downloading data set {self.name!r} into {self.root} "
+                    f"failed ({flat_reason(err)}); check the network or proxy, or copy the "
+                    f"files there by hand (see python -m survae.data.fetch --help)"
+                ) from err
         self._prepare()
 
     def setup(self, stage: str | None = None) -> None:

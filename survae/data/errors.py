@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import os
+import urllib.error
 from collections.abc import Iterable
 
 
@@ -33,3 +35,20 @@ class DatasetCorruptedError(RuntimeError):
 class UnsafePickleError(DatasetCorruptedError):
     """A data pickle names a Python object outside its format's allow-list: loading it could
     run code, so it is refused (the message names the file and the refused ``module.name``)."""
+
+
+def is_download_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a failed download: no network, a refused or reset connection, a
+    timeout, an HTTP error, or torchvision's "Error downloading" after all its mirrors failed
+    (a :class:`DatasetNotFoundError` or a full disk is not)."""
+    if isinstance(err, urllib.error.URLError | http.client.HTTPException):
+        return True
+    if isinstance(err, ConnectionError | TimeoutError):
+        return True
+    return isinstance(err, RuntimeError) and str(err).startswith("Error downloading")
+
+
+def flat_reason(err: BaseException) -> str:
+    """The reason of a failed download in one line (``URLError`` wraps it in ``reason``)."""
+    reason = getattr(err, "reason", None) or err
+    return " ".join(str(reason).split()) or type(err).__name__

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import http.client
 import os
 import shutil
 import tarfile
@@ -23,8 +24,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from survae.data.errors import DatasetNotFoundError
+from survae.data.errors import DatasetNotFoundError, flat_reason, is_download_failure
 from survae.data.io import write_idx
+from survae.errors import DownloadError
 
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 MNIST_FILES = (
@@ -120,7 +122,15 @@ def download_maf_data(root: str = "data", folders: Sequence[str] = MAF_FOLDERS) 
     os.makedirs(root, exist_ok=True)
     archive = os.path.join(root, "maf_data.tar.gz")
     if not os.path.isfile(archive):
-        urllib.request.urlretrieve(MAF_DATA_URL, archive + ".part")
+        try:
+            urllib.request.urlretrieve(MAF_DATA_URL, archive + ".part")
+        except (OSError, http.client.HTTPException) as err:
+            if not is_download_failure(err):
+                raise
+            raise DownloadError(
+                f"downloading {MAF_DATA_URL} failed ({flat_reason(err)}); check the network or "
+                f"proxy, or download that file elsewhere and save it as {archive}"
+            ) from err
         os.replace(archive + ".part", archive)
     return extract_maf_archive(archive, root, folders)
 
@@ -143,12 +153,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--root", default="data")
     p.add_argument("--num-test", type=int, default=1000)
     args = parser.parse_args(argv)
-    if args.what == "fashion_mnist":
-        written = install_fashion_mnist_from_debian(args.root, args.source)
-    elif args.what == "maf":
-        written = download_maf_data(args.root, args.only)
-    else:
-        written = write_mnist_subset_from_csv(args.csv, args.root, args.num_test)
+    try:
+        if args.what == "fashion_mnist":
+            written = install_fashion_mnist_from_debian(args.root, args.source)
+        elif args.what == "maf":
+            written = download_maf_data(args.root, args.only)
+        else:
+            written = write_mnist_subset_from_csv(args.csv, args.root, args.num_test)
+    except (DownloadError, DatasetNotFoundError, ValueError) as err:
+        # one line, exit status 2 (the traceback would only point into urllib)
+        parser.exit(2, f"Error: {' '.join(str(err).split())}\n")
     for path in written:
         print(path)
 

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from survae.config_check import ConfigError
 from survae.flows import Flow
 from survae.transforms.base import Transform
 from survae.transforms.memory import MemorySavingBlock, is_reconstructible
@@ -216,6 +217,36 @@ def set_fused_attention(model: nn.Module, enabled: bool = True) -> int:
 
 
 # --------------------------------------------------------------------------- options
+def validate_speed_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``speed`` options with their defaults filled in; a :class:`ConfigError` naming the
+    key and its valid values for an unknown key or a bad value (checked before anything is
+    built, by :func:`survae.training.validation.validate_run_config`, and again here)."""
+    opts = dict(SPEED_DEFAULTS)
+    given = dict(options or {})
+    unknown = sorted(set(given) - set(SPEED_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"speed: unknown option(s) {unknown}; valid: {', '.join(sorted(SPEED_DEFAULTS))}"
+        )
+    opts.update(given)
+    for key in ("compile", "bf16_couplings", "channels_last", "memory_saving", "fused_attention"):
+        if not isinstance(opts[key], bool):
+            raise ConfigError(f"speed.{key}: must be true or false, got {opts[key]!r}")
+    anchor = opts["memory_saving_anchor_every"]
+    if anchor is not None and (
+        isinstance(anchor, bool) or not isinstance(anchor, int) or anchor < 1
+    ):
+        raise ConfigError(
+            f"speed.memory_saving_anchor_every: must be a positive integer or null, got {anchor!r}"
+        )
+    if opts["compile_mode"] not in _COMPILE_MODES:
+        raise ConfigError(
+            f"speed.compile_mode: must be one of {', '.join(_COMPILE_MODES)}, "
+            f"got {opts['compile_mode']!r}"
+        )
+    return opts
+
+
 def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> nn.Module:
     """Apply the speed options of a config mapping to ``model`` and return it.
 
@@ -226,29 +257,8 @@ def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> 
     ``fused_attention`` (bool). Call it after building the model and before creating
     optimizers or EMA copies.
     """
-    opts = dict(SPEED_DEFAULTS)
-    given = dict(options or {})
-    unknown = sorted(set(given) - set(SPEED_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"speed: unknown option(s) {unknown}; valid: {', '.join(sorted(SPEED_DEFAULTS))}"
-        )
-    opts.update(given)
-    for key in ("compile", "bf16_couplings", "channels_last", "memory_saving", "fused_attention"):
-        if not isinstance(opts[key], bool):
-            raise ValueError(f"speed.{key} must be true or false, got {opts[key]!r}")
+    opts = validate_speed_options(options)
     anchor = opts["memory_saving_anchor_every"]
-    if anchor is not None and (
-        isinstance(anchor, bool) or not isinstance(anchor, int) or anchor < 1
-    ):
-        raise ValueError(
-            f"speed.memory_saving_anchor_every must be a positive integer or null, got {anchor!r}"
-        )
-    if opts["compile_mode"] not in _COMPILE_MODES:
-        raise ValueError(
-            f"speed.compile_mode must be one of {', '.join(_COMPILE_MODES)}, "
-            f"got {opts['compile_mode']!r}"
-        )
     if opts["fused_attention"]:
         set_fused_attention(model, True)
     if opts["bf16_couplings"]:

@@ -67,6 +67,15 @@ def build_datamodule(cfg: Mapping[str, Any], seed: int) -> pl.LightningDataModul
     return cls(**cfg)
 
 
+def load_data_before_the_model(dm: pl.LightningDataModule) -> None:
+    """Download (``data.download=true``) and load the splits now, so that a missing data set
+    or a failed download is reported before a model is built. Only the first process of a
+    node does it; the other ranks of a multi-GPU run wait for Lightning's own call."""
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        dm.prepare_data()
+        dm.setup("fit")
+
+
 def data_info(dm: pl.LightningDataModule) -> dict[str, Any]:
     """What the model needs to know about the data (plain values, stored in checkpoints)."""
     return {
@@ -205,6 +214,7 @@ def _build_module(cfg: Mapping[str, Any], seed: int, ckpt_dir: str) -> tuple[Any
     """The data module, the Lightning module of the config and its number of parameters, with
     the process's threads and heap set for them."""
     dm = build_datamodule(cfg["data"], seed)
+    load_data_before_the_model(dm)
     info = data_info(dm)
     module = FlowModule(
         model_spec=dict(cfg["model"]),

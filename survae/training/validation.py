@@ -13,7 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from survae.config_check import ConfigError, check_bool, check_int, check_number
+import pytorch_lightning as pl
+import torch
+
+from survae.config_check import (
+    ConfigError,
+    check_bool,
+    check_int,
+    check_kwargs,
+    check_number,
+    is_int,
+)
+from survae.runtime.speed import validate_speed_options
 from survae.training.optim import validate_optim_config
 
 #: seeds must fit numpy's and Lightning's unsigned 32-bit seed
@@ -69,6 +80,36 @@ def validate_trainer_config(trainer: Mapping[str, Any]) -> None:
     for key in ("deterministic", "enable_progress_bar", "enable_model_summary"):
         if key in t and t[key] is not None and t[key] != "warn":
             check_bool(f"trainer.{key}", t[key])
+    check_kwargs(pl.Trainer, t, "trainer", values=False)
+    check_accelerator(t)
+
+
+#: ``trainer.accelerator`` values that need a CUDA device
+_CUDA_ACCELERATORS = ("gpu", "cuda")
+
+
+def check_accelerator(trainer: Mapping[str, Any]) -> None:
+    """A GPU accelerator (``trainer=gpu``, ``trainer=ddp``) needs a CUDA device here, and
+    ``devices`` no more than there are: refused before the model is built, not by Lightning
+    after it."""
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in _CUDA_ACCELERATORS and count == 0:
+        cuda = torch.version.cuda
+        build = f"CUDA {cuda}" if cuda else "a CPU-only build"
+        raise ConfigError(
+            f"trainer.accelerator: {accelerator!r} needs a CUDA GPU, but this machine has none "
+            f"(torch {torch.__version__}, {build}); use trainer=cpu or "
+            "trainer.accelerator=auto (valid here: auto, cpu)"
+        )
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator: 'mps' is not available here; valid: auto, cpu")
+    devices = trainer.get("devices")
+    if accelerator in _CUDA_ACCELERATORS and is_int(devices) and devices > count:
+        raise ConfigError(
+            f"trainer.devices: {devices} GPUs asked for, this machine has {count}; "
+            f"valid: 1..{count} or -1 (all)"
+        )
 
 
 def validate_data_config(data: Mapping[str, Any]) -> None:
@@ -133,7 +174,9 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
 
     Checks ``seed``, ``test``, ``test_iw_samples``, ``test_iw_chunk``, ``check_finite``,
     ``ema_decay``, the numeric ``trainer`` arguments, the shared ``data`` keys, ``callbacks``
-    and the whole ``optim`` group (:func:`~survae.training.optim.validate_optim_config`).
+    the whole ``optim`` group (:func:`~survae.training.optim.validate_optim_config`), the
+    ``speed`` options, the ``trainer`` keys (any ``pytorch_lightning.Trainer`` argument) and
+    whether its accelerator exists on this machine.
     """
     if "seed" in cfg:
         check_int("seed", cfg["seed"], 0, MAX_SEED)
@@ -167,3 +210,4 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
     validate_data_config(_section(cfg, "data"))
     validate_callbacks_config(_section(cfg, "callbacks"))
     validate_optim_config(_section(cfg, "optim"))
+    validate_speed_options(_section(cfg, "speed"))
