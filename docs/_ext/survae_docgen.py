@@ -178,18 +178,38 @@ def registry_entries() -> dict[str, dict[str, Any]]:
     }
 
 
+def first_sentence(text: str, stops: str = ".") -> str:
+    """``text`` up to its first full stop (or other ``stops`` character) outside brackets and
+    ````literals````, on one line; abbreviations such as "et al." do not end it."""
+    text = " ".join(text.split())
+    depth, literal = 0, False
+    for i, ch in enumerate(text):
+        if text.startswith("``", i):
+            literal = not literal
+        if literal:
+            continue
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        at_end = text[i + 1 : i + 2] in ("", " ") and not text[:i].endswith((" al", "e.g", "i.e"))
+        if depth == 0 and (ch == "." and at_end or ch in stops.replace(".", "")):
+            return text[:i]
+    return text
+
+
 def write_catalogue(out: Path) -> dict[str, list[str]]:
-    """One page per registered name under ``out/<kind>/``; returns kind -> names written."""
+    """One page per registered name under ``out/<kind>/``, and an index with a table per kind
+    (name and the first sentence of its docstring); returns kind -> names written."""
     written: dict[str, list[str]] = {}
     index = [_rst_title("Layer catalogue"),
              "Every name a config can use, generated from ``survae.registry``.\n"]  # fmt: skip
     for kind, entries in registry_entries().items():
         (out / kind).mkdir(parents=True, exist_ok=True)
         index += [_rst_title(KIND_TITLES[kind], "-"), KIND_INTROS[kind] + "\n",
-                  ".. toctree::", "   :maxdepth: 1\n"]  # fmt: skip
+                  ".. list-table::", "   :widths: 30 70\n"]  # fmt: skip
         for name, obj in entries.items():
             _write(out / kind / f"{name}.rst", catalogue_page(kind, name, obj))
-            index.append(f"   {kind}/{name}")
+            summary = first_sentence(own_docstring(obj).split("\n\n")[0])
+            index += [f"   * - :doc:`{name} <{kind}/{name}>`", f"     - {summary}"]
+        index += ["", ".. toctree::", "   :hidden:\n"] + [f"   {kind}/{n}" for n in entries]
         index.append("")
         written[kind] = list(entries)
     _write(out / "index.rst", "\n".join(index))
@@ -204,14 +224,7 @@ def experiment_summary(path: Path) -> str:
             break
         if "@package" not in line:
             words.append(line.lstrip("#").strip())
-    text = " ".join(w for w in words if w)
-    depth = 0
-    for i, ch in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        ends = text[i + 1 : i + 2] in ("", " ") and not text[:i].endswith((" al", "e.g", "i.e"))
-        if (ch == "." and ends or ch in ":;") and depth == 0:
-            return text[:i]
-    return text
+    return first_sentence(" ".join(words), stops=".:;")
 
 
 def paper_of(name: str) -> tuple[str, str]:
@@ -317,7 +330,7 @@ def write_api(out: Path) -> list[str]:
         except Exception as err:  # noqa: BLE001  (an optional dependency a module needs)
             raise RuntimeError(f"API reference: cannot import {name}: {err}") from err
         modules.append(name)
-        body = [_rst_title(f"``{name}``"), f".. automodule:: {name}", "   :members:",
+        body = [_rst_title(name), f".. automodule:: {name}", "   :members:",
                 "   :show-inheritance:", "   :ignore-module-all:\n"]  # fmt: skip
         _write(out / f"{name}.rst", "\n".join(body))
     index = [_rst_title("API reference"),

@@ -73,3 +73,13 @@ def test_zoo_lists_every_experiment_with_its_published_number():
         assert len(rows) == 1, f"experiment {path.stem!r} is not in the zoo once"
         if path.stem in targets:
             assert f"{targets[path.stem]['value']} " in rows[0], f"{path.stem}: no published value"
+
+
+def test_ci_builds_the_docs_and_opens_them_in_a_browser():
+    """.ci/run builds the site (warnings are errors) and runs the browser tests on it."""
+    ci = (ROOT / ".ci/run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make docs-test" in ci
+    assert "apt-get install" in ci and "chromium" in ci
+    assert "docs-test: docs\n" in makefile and "-m docs tests/docs" in makefile
+    assert "sphinx -W" in makefile
