@@ -73,3 +73,40 @@ def test_toy_flow_and_toy_aug_flow_train_on_tiny_data(tmp_path):
     cfg["test_iw_samples"] = 4
     results = train(cfg)
     assert math.isfinite(results["test"]["test/nll"]) and results["test"]["test/exact"] == 0.0
+
+
+def test_mnist_hvae_stacks_two_vae_layers(tmp_path):
+    from survae.data.fake import write_fake_dataset
+
+    cfg = compose_config(["experiment=mnist_hvae", "logger=none"], tmp_path / "run")
+    assert cfg["test_iw_samples"] == 10 and cfg["data"]["binarize"] is True
+    write_fake_dataset("mnist", tmp_path / "data", num=48)
+    data = {**cfg["data"], "root": str(tmp_path / "data"), "val_size": 8, "batch_size": 4}
+    dm = build_datamodule(data, seed=0)
+    model = _model(cfg, dm)
+    first, second = model.transforms[1], model.transforms[2]
+    assert isinstance(first.decoder, ConditionalBernoulli)
+    assert isinstance(second.decoder, ConditionalNormal) and model.base_dist.shape == (10,)
+    dm.setup("fit")
+    log_p = model.log_prob(next(iter(dm.train_dataloader())))
+    assert log_p.shape == (4,) and torch.isfinite(log_p).all()
+    assert model.sample(2).shape == (2, 1, 28, 28)
+
+
+def test_aug_flow_cifar10_is_the_example(tmp_path):
+    from survae.distributions import StandardUniform
+    from survae.transforms import Conv1x1, Slice, Squeeze2d, UniformDequantization
+
+    cfg = compose_config(["experiment=aug_flow_cifar10", "logger=none"], tmp_path / "run")
+    assert cfg["data"]["batch_size"] == 32 and cfg["data"]["augment"] is False
+    model = build_model(cfg["model"], (3, 32, 32), 256)
+    kinds = [type(t) for t in model.transforms]
+    assert kinds[0] is UniformDequantization and kinds[1] is Augment
+    assert isinstance(model.transforms[1].encoder, StandardUniform)
+    assert kinds.count(AffineCoupling) == 12 and kinds.count(Conv1x1) == 12
+    assert kinds.count(Squeeze2d) == 2 and kinds.count(Slice) == 2
+    assert model.base_dist.shape == (24, 8, 8)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    log_p = model.log_prob(x)
+    assert log_p.shape == (2,) and torch.isfinite(log_p).all() and not model.exact
+    assert model.sample(2).shape == (2, 3, 32, 32)

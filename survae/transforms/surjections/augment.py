@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from survae.distributions.conditional import ConditionalNormal
 from survae.errors import ShapeError, check_ndim, check_shape
-from survae.nn.build import NetSpec
-from survae.registry import register
+from survae.registry import available, build_from_spec, register
 from survae.transforms.base import Surjection
 from survae.utils import sum_except_batch
 
 LOG_2PI = math.log(2 * math.pi)
+
+#: a conditional distribution, a distribution spec or a network spec (see :class:`Augment`);
+#: not annotated ``NetSpec``, so that config checks do not take a distribution spec for a
+#: network (a network spec is checked when the ``ConditionalNormal`` builds it)
+EncoderSpec = Any
 
 
 @register("layer", "augment")
@@ -30,6 +35,9 @@ class Augment(Surjection):
     * ``None`` or ``"standard_normal"`` (default): ``q = N(0, I)``, independent of ``x`` (ANF);
     * any object with ``sample_with_log_prob(num_samples, context=x)`` — a conditional
       distribution such as :class:`ConditionalNormal`, or a conditional :class:`Flow` (VFlow);
+    * a spec ``{"name": D, **kwargs}`` naming a registered *distribution* (e.g.
+      ``{"name": "standard_uniform", "shape": [3, 32, 32]}``, the official CIFAR-10 augmented
+      flow's uniform noise): that distribution, built from the spec;
     * otherwise a network spec/module: a ``ConditionalNormal`` with ``in_channels`` input and
       ``2·aug_channels`` output channels is built from it.
 
@@ -43,7 +51,7 @@ class Augment(Surjection):
     stochastic_forward = True
 
     def __init__(
-        self, in_channels: int, aug_channels: int, encoder: Any | NetSpec = None, dim: int = 1
+        self, in_channels: int, aug_channels: int, encoder: EncoderSpec = None, dim: int = 1
     ):
         super().__init__()
         if not isinstance(dim, int) or dim < 1:
@@ -60,6 +68,8 @@ class Augment(Surjection):
             self.encoder = None
         elif callable(getattr(encoder, "sample_with_log_prob", None)):
             self.encoder = encoder
+        elif isinstance(encoder, Mapping) and encoder.get("name") in available("distribution"):
+            self.encoder = build_from_spec("distribution", encoder)
         elif dim != 1:
             raise ValueError(
                 f"Augment: along dim={dim} the encoder must be None or a conditional "

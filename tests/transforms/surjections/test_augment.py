@@ -127,3 +127,16 @@ def test_augment_dim_errors():
         Augment(3, 2, encoder={"name": "mlp", "hidden": [4]}, dim=2)
     with pytest.raises(ShapeError, match=r"Augment.*\(\*, \*, 3\).*\(2, 3, 4\)"):
         Augment(3, 2, dim=2)(torch.randn(2, 3, 4))
+
+
+def test_augment_with_a_registered_distribution_as_encoder():
+    from survae.distributions import StandardUniform
+
+    layer = Augment(3, 3, encoder={"name": "standard_uniform", "shape": [3, 4, 4]})
+    assert isinstance(layer.encoder, StandardUniform)
+    x = torch.rand(2, 3, 4, 4)
+    z, ldj = layer(x)
+    noise = z[:, 3:]
+    assert z.shape == (2, 6, 4, 4) and torch.all((noise >= 0) & (noise < 1))
+    assert torch.equal(ldj, torch.zeros(2))  # −log q of U[0, 1) noise is 0
+    assert torch.equal(layer.inverse(z), x)
