@@ -54,6 +54,11 @@ FAMILIES: list[tuple[str, tuple[str, ...], str]] = [
     ),
     ("Neural spline flows", ("nsf", "nsf_2d"), "`nsf_*`: coupling, `nsf_ar_*`: autoregressive"),
     ("NAF / UMNN", ("naf",), "`umnn_*`: NAF with `model.transform=umnn`"),
+    (
+        "Residual Flows / i-ResNet",
+        ("residual_flow", "residual_flow_2d"),
+        "`model.logdet=series`: i-ResNet's truncated series",
+    ),
     ("VAE", ("vae", "iaf_vae"), ""),
 ]
 #: the data kinds in the order of the data row, and how the row names them

@@ -65,6 +65,7 @@ from survae.transforms.bijections.piecewise_layers import (
     QuadraticSplineAutoregressive,
     QuadraticSplineCoupling,
 )
+from survae.transforms.bijections.residual import ConvResidualBlock, ResidualBlock
 from survae.transforms.bijections.spline import RQSplineAutoregressive, RQSplineCoupling
 from survae.transforms.bijections.squeeze import Squeeze2d, Unsqueeze2d
 from survae.transforms.bijections.umnn import UMNNAutoregressive, UMNNCoupling
@@ -116,6 +117,7 @@ __all__ = [
     "ConditionalAbsSurjection",
     "Conv1x1",
     "Conv1x1LU",
+    "ConvResidualBlock",
     "InverseAutoregressive",
     "InverseBijection",
     "LogisticMixtureCoupling",
@@ -135,6 +137,7 @@ __all__ = [
     "RQSplineAutoregressive",
     "RQSplineCoupling",
     "RandomPermutation",
+    "ResidualBlock",
     "Reverse",
     "Scale",
     "Sequential",
