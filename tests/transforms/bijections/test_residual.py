@@ -8,7 +8,6 @@ import torch
 
 from survae import Flow, registry
 from survae.distributions import StandardNormal
-from survae.nn.lipschitz import LipSwish
 from survae.testing import assert_invertible, assert_logdet_matches_autograd, grid_integral
 from survae.transforms.bijections.actnorm import ActNorm
 from survae.transforms.bijections.residual import (
@@ -42,13 +41,6 @@ def _vector_block(**kw):
 def test_registered():
     assert registry.get("layer", "residual_block") is ResidualBlock
     assert registry.get("layer", "conv_residual_block") is ConvResidualBlock
-
-
-def test_lipswish_is_one_lipschitz():
-    act = LipSwish(init_beta_raw=3.0).double()
-    x = torch.linspace(-20, 20, 20001, dtype=torch.float64, requires_grad=True)
-    (d,) = torch.autograd.grad(act(x).sum(), x)
-    assert d.abs().max() < 1.0 and d.abs().max() > 0.9
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])
