@@ -8,6 +8,7 @@ from survae.nn.flowpp import FlowPPNet
 from survae.nn.glow import GlowNet, ZeroConv2d
 from survae.nn.made import MADE
 from survae.nn.mlp import MLP
+from survae.nn.pixelcnn import PixelCNN
 from survae.nn.resmade import ResidualMADE
 from survae.nn.resmlp import ResidualMLP
 from survae.nn.resnet import ResNet
@@ -16,6 +17,7 @@ from survae.nn.transformer import Transformer
 __all__ = [
     "MADE",
     "MLP",
+    "PixelCNN",
     "ConvNet",
     "DenseBlock",
     "DenseNet",

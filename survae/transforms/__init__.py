@@ -23,6 +23,17 @@ from survae.transforms.bijections.autoregressive import (
     InverseAutoregressive,
     MaskedAffineAutoregressive,
 )
+from survae.transforms.bijections.autoregressive_2d import (
+    AdditiveAutoregressive2d,
+    AffineAutoregressive2d,
+    CensoredLogisticMixtureAutoregressive2d,
+    CubicSplineAutoregressive2d,
+    GaussianMixtureAutoregressive2d,
+    LinearSplineAutoregressive2d,
+    LogisticMixtureAutoregressive2d,
+    QuadraticSplineAutoregressive2d,
+    RQSplineAutoregressive2d,
+)
 from survae.transforms.bijections.axes import Permute, PermuteAxes, Reshape, Rotate
 from survae.transforms.bijections.batchnorm import BatchNormBijection
 from survae.transforms.bijections.conditional_elementwise import (
@@ -83,6 +94,15 @@ from survae.transforms.surjections.permutation import SortSurjection, Stochastic
 from survae.transforms.surjections.slicing import Slice
 
 __all__ = [
+    "AdditiveAutoregressive2d",
+    "AffineAutoregressive2d",
+    "CensoredLogisticMixtureAutoregressive2d",
+    "CubicSplineAutoregressive2d",
+    "GaussianMixtureAutoregressive2d",
+    "LinearSplineAutoregressive2d",
+    "LogisticMixtureAutoregressive2d",
+    "QuadraticSplineAutoregressive2d",
+    "RQSplineAutoregressive2d",
     "CensoredLogisticMixtureAutoregressive",
     "CensoredLogisticMixtureCoupling",
     "GaussianMixtureAutoregressive",

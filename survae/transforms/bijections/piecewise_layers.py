@@ -46,9 +46,9 @@ class _Piecewise:
         self.num_bins, self.tail_bound = int(num_bins), float(tail_bound)
         self.min_bin_width, self.min_bin_height = float(min_bin_width), float(min_bin_height)
         K = self.num_bins
-        self.params_per_element = {"linear": K, "quadratic": 2 * K - 1, "cubic": 2 * K + 2}[
-            self.kind
-        ]
+        counts = {"linear": K, "quadratic": 2 * K - 1, "cubic": 2 * K + 2}
+        counts["rational_quadratic"] = 3 * K - 1  # (its map is spline.rational_quadratic_spline)
+        self.params_per_element = counts[self.kind]
 
     def _transform(
         self, x: torch.Tensor, params: torch.Tensor, inverse: bool
