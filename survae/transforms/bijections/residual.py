@@ -143,7 +143,10 @@ class _ResidualBlock(Bijection):
     # ------------------------------------------------------------------ log-determinant
     def _with_logdet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         grad_outside = torch.is_grad_enabled()
-        with torch.enable_grad():
+        # the estimators need autograd, also under no_grad or inference mode (evaluation)
+        with torch.inference_mode(False), torch.enable_grad():
+            if x.is_inference():
+                x = x.clone()
             # a new node: the vector-Jacobian products stop there and never run hooks on x
             xg = x.view_as(x) if x.requires_grad else x.detach().requires_grad_()
             g = self.net(xg)

@@ -106,6 +106,22 @@ def test_exact_logdet_round_trip_and_shapes():
     assert_logdet_matches_autograd(block, x, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("logdet", ["exact", "roulette"])
+def test_logdet_under_inference_mode_as_in_validation(logdet):
+    block = _vector_block(logdet=logdet)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.manual_seed(5)
+    z, ldj = block(x)
+    with torch.inference_mode():
+        torch.manual_seed(5)
+        z2, ldj2 = block(x.clone())
+        x2 = block.inverse(z2)
+    torch.testing.assert_close(z2, z.detach())
+    torch.testing.assert_close(ldj2, ldj.detach())
+    torch.testing.assert_close(x2, x, atol=1e-5, rtol=1e-5)
+    assert not ldj2.requires_grad
+
+
 def test_conv_block_round_trip_and_exact_logdet():
     torch.manual_seed(1)
     block = ConvResidualBlock(2, (3, 3), hidden=5, logdet="exact").double()
