@@ -89,6 +89,10 @@ class PixelCNN(nn.Module):
     The official network also maps its input by ``2x − 1`` first; here ``input_scale`` and
     ``input_shift`` do that (defaults 1 and 0: none). ``zero_init_output`` zeroes the last
     layer so that a flow built on it starts at its zero-parameter map.
+
+    ``context_channels > 0``: ``forward(x, context)`` with a context ``[B, context_channels,
+    H, W]`` added to the first layer's output through an unmasked 1×1 convolution (the
+    context is not part of the autoregressive order, so every output may see all of it).
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class PixelCNN(nn.Module):
         input_scale: float = 1.0,
         input_shift: float = 0.0,
         zero_init_output: bool = False,
+        context_channels: int = 0,
     ):
         super().__init__()
         if out_channels % in_channels:
@@ -113,6 +118,10 @@ class PixelCNN(nn.Module):
         C = int(in_channels)
         self.input_scale, self.input_shift = float(input_scale), float(input_shift)
         self.conv_in = MaskedConv2d(C, 2 * filters, kernel_size_in, "A", C)
+        self.context_channels = int(context_channels)
+        self.context_in = (
+            nn.Conv2d(self.context_channels, 2 * filters, 1) if self.context_channels else None
+        )
         self.blocks = nn.Sequential(
             *(MaskedResidualBlock2d(filters, kernel_size, C) for _ in range(num_blocks))
         )
@@ -122,6 +131,11 @@ class PixelCNN(nn.Module):
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.conv_in(x * self.input_scale + self.input_shift))
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv_in(x * self.input_scale + self.input_shift)
+        if self.context_in is not None:
+            if context is None:
+                raise ValueError("PixelCNN: built with context_channels, so it needs a context")
+            h = h + self.context_in(context.to(h.dtype))
+        h = self.blocks(h)
         return self.conv_out(F.relu(self.conv_mid(F.relu(h))))

@@ -10,12 +10,19 @@ per element (``order="raster_cwh"``, ``C·H·W`` passes) or per pixel (``"raster
 passes, for networks whose channels within a pixel do not depend on each other): after pass
 ``k`` the first ``k`` elements in the order are exact.
 
+Conditional flows (the official conditional 2-D autoregressive bijections): with
+``context_channels > 0`` the network is called as ``net(x, context)`` (a network spec gets
+``context_channels`` added, as :class:`~survae.nn.pixelcnn.PixelCNN` takes it), with a
+context of the image's spatial size.
+
 Elementwise maps: affine and additive, and the spline and mixture-CDF maps of
 :mod:`~survae.transforms.bijections.piecewise_layers`,
 :mod:`~survae.transforms.bijections.mixture_cdf_layers` and the rational-quadratic spline.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 
@@ -36,18 +43,36 @@ class ElementwiseAutoregressive2d(_ElementwiseMap, Bijection):
     """Base: the network, the parameter layout and the sequential inverse (module docstring).
     Subclasses set ``params_per_element`` before calling ``super().__init__``."""
 
-    def __init__(self, num_channels: int, net: NetSpec, order: str = "raster_cwh"):
+    def __init__(
+        self,
+        num_channels: int,
+        net: NetSpec,
+        order: str = "raster_cwh",
+        context_channels: int = 0,
+    ):
         super().__init__()
         if order not in ORDERS:
             raise ValueError(f"{type(self).__name__}: order must be one of {ORDERS}, got {order!r}")
         if num_channels < 1:
             raise ValueError(f"{type(self).__name__}: num_channels must be >= 1")
         self.num_channels, self.order = int(num_channels), order
+        self.context_channels = int(context_channels)
+        if self.context_channels and isinstance(net, Mapping):
+            net = {**net, "context_channels": self.context_channels}
         self.net = build_network(net, self.num_channels, self.params_per_element * num_channels)
 
-    def _params(self, x: torch.Tensor) -> torch.Tensor:
+    def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         B, C, H, W = x.shape
-        h = self.net(x)
+        if self.context_channels:
+            if context is None:
+                raise ValueError(
+                    f"{type(self).__name__} is conditional (context_channels="
+                    f"{self.context_channels}) and needs a context"
+                )
+            check_shape(self, context, (B, self.context_channels, H, W), "context")
+            h = self.net(x, context)
+        else:
+            h = self.net(x)
         check_shape(self, h, (B, self.params_per_element * C, H, W), "network output")
         return h.view(B, self.params_per_element, C, H, W).movedim(1, -1)
 
@@ -59,7 +84,7 @@ class ElementwiseAutoregressive2d(_ElementwiseMap, Bijection):
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x, "input")
-        z, log_deriv = self._transform(x, self._params(x), inverse=False)
+        z, log_deriv = self._transform(x, self._params(x, context), inverse=False)
         return z, log_deriv.flatten(1).sum(1)
 
     def inverse_with_ldj(
@@ -69,11 +94,12 @@ class ElementwiseAutoregressive2d(_ElementwiseMap, Bijection):
         _, C, H, W = z.shape
         x, log_deriv = torch.zeros_like(z), torch.zeros_like(z)
         for _ in range(C * H * W if self.order == "raster_cwh" else H * W):
-            x, log_deriv = self._transform(z, self._params(x), inverse=True)
+            x, log_deriv = self._transform(z, self._params(x, context), inverse=True)
         return x, log_deriv.flatten(1).sum(1)
 
     def extra_repr(self) -> str:
-        return f"num_channels={self.num_channels}, order={self.order!r}"
+        ctx = f", context_channels={self.context_channels}" if self.context_channels else ""
+        return f"num_channels={self.num_channels}, order={self.order!r}{ctx}"
 
 
 @register("layer", "affine_autoregressive_2d")
@@ -113,9 +139,10 @@ class _Spline2d(_Piecewise, ElementwiseAutoregressive2d):
         order: str = "raster_cwh",
         min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
         min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+        context_channels: int = 0,
     ):
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height)
-        super().__init__(num_channels, net, order)
+        super().__init__(num_channels, net, order, context_channels)
 
 
 @register("layer", "linear_spline_autoregressive_2d")
@@ -167,9 +194,10 @@ class _Mixture2d(_MixtureCDF, ElementwiseAutoregressive2d):
         order: str = "raster_cwh",
         num_iters: int = 100,
         num_bins: int | None = None,
+        context_channels: int = 0,
     ):
         self._set_mixture(num_mixtures, num_iters, num_bins)
-        super().__init__(num_channels, net, order)
+        super().__init__(num_channels, net, order, context_channels)
 
 
 @register("layer", "gaussian_mixture_autoregressive_2d")

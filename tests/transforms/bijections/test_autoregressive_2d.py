@@ -93,3 +93,20 @@ def test_bad_arguments():
     assert math.isfinite(
         _layer("additive_autoregressive_2d")(torch.zeros(1, 2, 2, 2).double())[1].item()
     )
+
+
+@pytest.mark.parametrize("name", ["affine_autoregressive_2d", "cubic_spline_autoregressive_2d"])
+def test_conditional_layers_take_a_context(name):
+    cls, kwargs = LAYERS[name]
+    layer = cls(2, NET, context_channels=3, **kwargs).double()
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.2)
+    x = _inputs(name, (2, 2, 3, 3))
+    c = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    z, _ = assert_invertible(layer, x, c, atol=1e-7, rtol=1e-7)
+    assert_logdet_matches_autograd(layer, x, c)
+    assert not torch.allclose(z, layer(x, torch.zeros_like(c))[0])  # the context matters
+    with pytest.raises(ValueError, match="needs a context"):
+        layer(x)
