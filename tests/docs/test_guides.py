@@ -51,3 +51,12 @@ def test_the_user_layer_of_the_extending_guide_works(user_layer):
     assert_invertible(layer.double(), x)
     assert_logdet_matches_autograd(layer, x)
     assert model.double().log_prob(x).shape == (3,)
+
+
+def test_the_speed_guide_names_every_speed_option():
+    config = yaml.safe_load((DOCS.parent / "configs/train.yaml").read_text())
+    guide = (DOCS / "guides/speed.md").read_text()
+    missing = [k for k in config["speed"] if f"`speed.{k}=" not in guide]
+    assert not missing, f"docs/guides/speed.md does not describe speed.{missing}"
+    for key in ("threads", "retain_heap"):
+        assert f"`{key}`" in guide
