@@ -17,6 +17,7 @@ import inspect
 import json
 import pkgutil
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ YAML_PLACE = {
 #: the paper each experiment reproduces, by experiment-name prefix (first match wins), and the
 #: paper's official code ("" where none is linked)
 PAPERS: list[tuple[tuple[str, ...], str, str]] = [
-    (("abs_flow", "plain_flow", "maxpool_flow", "slice_flow", "sort_flow", "permute_flow"),
+    (("abs_flow", "plain_flow", "maxpool_flow", "slice_flow", "sort_flow", "permute_flow",
+      "official_example"),
      "SurVAE Flows (Nielsen et al. 2020)", "https://github.com/didriknielsen/survae_flows"),
     (("glow",), "Glow (Kingma & Dhariwal 2018)", "https://github.com/openai/glow"),
     (("flowpp",), "Flow++ (Ho et al. 2019)", "https://github.com/aravindsrinivas/flowpp"),
@@ -227,10 +229,14 @@ def experiment_summary(path: Path) -> str:
     return first_sentence(" ".join(words), stops=".:;")
 
 
-def paper_of(name: str) -> tuple[str, str]:
-    """(paper, official code URL) of experiment ``name``."""
+def paper_of(name: str, tags: Sequence[str] = ()) -> tuple[str, str]:
+    """(paper, official code URL) of experiment ``name``: by its name's prefix, else by a tag
+    (``official_example``: the official SurVAE library's examples)."""
     for prefixes, paper, url in PAPERS:
         if any(name == p or name.startswith(p + "_") for p in prefixes):
+            return paper, url
+    for prefixes, paper, url in PAPERS:
+        if set(prefixes) & set(tags):
             return paper, url
     return OTHER_PAPER
 
@@ -288,7 +294,7 @@ def zoo_page(root: Path = ROOT) -> str:
     for path in sorted((root / "configs/experiment").glob("*.yaml")):
         name = path.stem
         record = root / "experiments/runs" / name / "results.json"
-        paper = paper_of(name)
+        paper = paper_of(name, (yaml.safe_load(path.read_text()) or {}).get("tags") or [])
         row = zoo_row(name, targets.get(name) or {}, record, experiment_summary(path), paper[0])
         sections.setdefault(paper, []).append(row)
         figures += [(name, f) for f in sorted((root / "experiments/figures").glob(f"{name}*.png"))]
