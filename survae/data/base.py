@@ -211,6 +211,8 @@ class FlowDataModule(pl.LightningDataModule):
     num_bins: int | None = None
     #: number of classes of a labelled data set (its conditional context is the one-hot class)
     num_classes: ClassVar[int | None] = None
+    #: the classes' names, in label order (figures label their rows with them)
+    class_names: ClassVar[tuple[str, ...] | None] = None
     #: size of the context vector of a data set with a continuous context
     context_features: ClassVar[int | None] = None
 
@@ -281,6 +283,16 @@ class FlowDataModule(pl.LightningDataModule):
         if not self.conditional:
             return None
         return torch.eye(int(self.num_classes or 0))
+
+    def sample_context_labels(self) -> list[str] | None:
+        """What each of :meth:`sample_contexts` means, for the figures' row and panel labels:
+        the class names of a labelled set (``class k`` without names); subclasses with a
+        continuous context name their values."""
+        contexts = self.sample_contexts()
+        if contexts is None:
+            return None
+        names = self.class_names or tuple(f"class {k}" for k in range(int(self.num_classes or 0)))
+        return [str(names[k]) if k < len(names) else f"class {k}" for k in range(len(contexts))]
 
     # --- hooks for subclasses -------------------------------------------------------------
     def _download(self) -> None:

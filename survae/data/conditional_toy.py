@@ -62,6 +62,7 @@ class GaussianClassesDataModule(ToyDataModule):
 
     name = "gaussian_classes"
     num_classes = 4
+    class_names = tuple(f"class {c} (modes {2 * c}, {2 * c + 1})" for c in range(4))
 
     def _load(self):
         sets = []
@@ -93,6 +94,13 @@ class RotatedMoonsDataModule(ToyDataModule):
             return None
         angles = torch.arange(4) * (math.pi / 2)
         return torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+
+    def sample_context_labels(self) -> list[str] | None:
+        """The rotation of each of :meth:`sample_contexts`: ``θ = 0°``, ``θ = 90°``, ..."""
+        contexts = self.sample_contexts()
+        if contexts is None:
+            return None
+        return [f"θ = {math.degrees(math.atan2(s, c)) % 360:.0f}°" for c, s in contexts.tolist()]
 
 
 __all__ = [

@@ -163,6 +163,7 @@ class DigitsDataModule(ImageDataModule):
     shape = (1, 8, 8)
     num_bins = 17
     num_classes = 10
+    class_names = tuple(str(k) for k in range(10))
 
     def __init__(self, val_size: int = 200, test_size: int = 297, **kwargs):
         super().__init__(val_size=val_size, **kwargs)
@@ -206,6 +207,7 @@ class MNISTDataModule(ImageDataModule):
     name = "mnist"
     shape = (1, 28, 28)
     num_classes = 10
+    class_names = tuple(str(k) for k in range(10))
     folder = "MNIST"
     files = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
     #: read only with ``conditional=True`` (class labels as the context)
@@ -279,6 +281,8 @@ class FashionMNISTDataModule(MNISTDataModule):
 
     name = "fashion_mnist"
     folder = "FashionMNIST"
+    class_names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 
     def how_to_get(self) -> str:
         return (
@@ -302,6 +306,8 @@ class CIFAR10DataModule(ImageDataModule):
     name = "cifar10"
     shape = (3, 32, 32)
     num_classes = 10
+    class_names = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")  # fmt: skip
     folder = "cifar-10-batches-py"
     train_files = tuple(f"data_batch_{i}" for i in range(1, 6))
     test_files = ("test_batch",)

@@ -10,11 +10,17 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from survae.training import plots
 
+#: samples and validation rows compared in a tabular figure
+TABULAR_POINTS = 1000
+
 
 class SampleFigures(pl.Callback):
     """Every ``every_n_epochs`` epochs, draws samples and saves/logs a figure suited to the data:
-    an image grid, point-cloud scatter plots, or a 2-D density map with samples; after testing,
-    one more (``samples_test.png``) with the test metric.
+    an image grid, point-cloud scatter plots, a 2-D density map with samples, or for tabular
+    data the marginal and pairwise histograms of samples against validation data; after
+    testing, one more (``samples_test.png``) with the test metric. Conditional figures label
+    each row or panel with its context (the class, the angle: ``data_info``'s
+    ``sample_context_labels``).
 
     Titles name the experiment (``title``, default: the data set), the epoch, the latest
     validation (or test) metric and, for samples, the temperature. Figures go to every logger
@@ -37,6 +43,8 @@ class SampleFigures(pl.Callback):
         self.temperature = temperature
         self.title = title
         self.after_test = after_test
+        self._data: tuple | None = None  # validation rows of tabular data, read once
+        self._said_why_none = False
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module) -> None:
@@ -53,7 +61,9 @@ class SampleFigures(pl.Callback):
 
     def _draw_and_log(self, trainer: pl.Trainer, pl_module, path: Path, split: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.make_figure(pl_module, path, self.figure_title(trainer, pl_module, split))
+        title = self.figure_title(trainer, pl_module, split)
+        data = self.reference_data(trainer) if pl_module.kind == "tabular" else None
+        path = self.make_figure(pl_module, path, title, data=data)
         if path is not None:
             log_figure(trainer, path, trainer.global_step)
 
@@ -69,11 +79,26 @@ class SampleFigures(pl.Callback):
             parts.append(f"{split}/{metric} = {float(value):.4g}")
         return " — ".join(parts)
 
-    def make_figure(self, pl_module, path: Path, title: str | None = None) -> Path | None:
-        """Draw this data kind's figure to ``path`` (None for tabular data, which has none)."""
+    def reference_data(self, trainer: pl.Trainer) -> tuple | None:
+        """Up to :data:`TABULAR_POINTS` validation rows ``(x, context or None)`` of the
+        trainer's data module (read once), or None when it has no validation set at hand."""
+        if self._data is None:
+            val_set = getattr(getattr(trainer, "datamodule", None), "val_set", None)
+            take = getattr(val_set, "__getitems__", None)
+            if val_set is None or take is None or len(val_set) == 0:
+                return None
+            batch = take(list(range(min(TABULAR_POINTS, len(val_set)))))
+            self._data = tuple(batch) if isinstance(batch, tuple) else (batch, None)
+        return self._data
+
+    def make_figure(
+        self, pl_module, path: Path, title: str | None = None, data: tuple | None = None
+    ) -> Path | None:
+        """Draw this data kind's figure to ``path``; tabular data is compared with ``data``
+        (``(x, context)`` rows; without it no figure, and the log says why, once)."""
         kind = pl_module.kind
         if kind == "tabular":
-            return None
+            return self.make_tabular_figure(pl_module, path, title, data)
         info = pl_module.hparams.data_info
         if self.temperature != 1.0 or kind == "image":
             title = f"{title} — T = {self.temperature:g}" if title else f"T = {self.temperature:g}"
@@ -95,6 +120,25 @@ class SampleFigures(pl.Callback):
         finally:
             model.train(was_training)
 
+    def make_tabular_figure(
+        self, pl_module, path: Path, title: str | None, data: tuple | None
+    ) -> Path | None:
+        """Marginal and pairwise histograms of samples (given the rows' contexts when
+        conditional) against the validation rows ``data``."""
+        if data is None:
+            if not self._said_why_none:
+                print(
+                    "[survae] samples: no figure for this tabular run: its validation data is "
+                    "not at hand to compare the samples with"
+                )
+                self._said_why_none = True
+            return None
+        x, context = data
+        if self.temperature != 1.0:
+            title = f"{title} — T = {self.temperature:g}" if title else f"T = {self.temperature:g}"
+        samples = pl_module.sample(len(x), temperature=self.temperature, context=context)
+        return plots.tabular_samples(samples, x, path, title=title)
+
     def make_conditional_figure(
         self, pl_module, path: Path, info, title: str | None = None
     ) -> Path | None:
@@ -103,6 +147,7 @@ class SampleFigures(pl.Callback):
         import torch
 
         contexts = torch.tensor(info["sample_contexts"], dtype=torch.float32)
+        labels = info.get("sample_context_labels") or _context_labels(contexts)
         kind = pl_module.kind
         if kind == "toy":
             model = pl_module.eval_model
@@ -116,6 +161,7 @@ class SampleFigures(pl.Callback):
                     num_samples=2000,
                     temperature=self.temperature,
                     title=title,
+                    labels=labels,
                 )
             finally:
                 model.train(was_training)
@@ -124,10 +170,21 @@ class SampleFigures(pl.Callback):
         samples = pl_module.sample(len(rows), temperature=self.temperature, context=rows)
         if kind == "image":
             num_bins = int(info["num_bins"])
-            return plots.image_grid(samples, num_bins, path, nrow=per_row, title=title)
+            return plots.image_grid(
+                samples, num_bins, path, nrow=per_row, title=title, row_labels=labels
+            )
         if kind == "points":
-            return plots.point_clouds(samples, path, title=title)
+            panel_labels = [labels[i // per_row] for i in range(len(rows))]
+            return plots.point_clouds(samples, path, title=title, labels=panel_labels)
         return None
+
+
+def _context_labels(contexts) -> list[str]:
+    """Labels of sample contexts recorded without any (older checkpoints): ``class k`` for
+    one-hot rows, else ``context j``."""
+    rows = contexts.tolist()
+    one_hot = all(sorted(r) == [0.0] * (len(r) - 1) + [1.0] for r in rows)
+    return [f"class {r.index(1.0)}" if one_hot else f"context {j}" for j, r in enumerate(rows)]
 
 
 def log_figure(trainer: pl.Trainer, path: Path, step: int, key: str = "samples") -> None:

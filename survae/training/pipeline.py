@@ -98,7 +98,14 @@ def conditional_info(dm: pl.LightningDataModule) -> dict[str, Any]:
         "context_features": int(size),
         "num_classes": getattr(dm, "num_classes", None),
         "sample_contexts": None if contexts is None else contexts.tolist(),
+        "sample_context_labels": _context_labels(dm),
     }
+
+
+def _context_labels(dm: pl.LightningDataModule) -> list[str] | None:
+    """The figures' labels of the sample contexts (data modules without names: None)."""
+    labels = getattr(dm, "sample_context_labels", None)
+    return labels() if callable(labels) else None
 
 
 def build_callbacks(
