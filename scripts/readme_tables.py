@@ -60,6 +60,11 @@ FAMILIES: list[tuple[str, tuple[str, ...], str]] = [
         "`model.logdet=series`: i-ResNet's truncated series",
     ),
     ("VAE", ("vae", "iaf_vae"), ""),
+    (
+        "SurVAE library examples",
+        ("toy_flow", "toy_aug_flow", "aug_flow", "mnist_vae", "mnist_hvae"),
+        "the official `examples/*.py`",
+    ),
 ]
 #: the data kinds in the order of the data row, and how the row names them
 KINDS = {"toy": "2-D", "image": "images", "points": "point sets", "tabular": "tabular"}
