@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None, prog: str = "survae-report") -> str:
         records += list(collect_wandb(args.wandb))
     text = table(records, targets, every_run=args.all)
     print(text)
+    if not records:
+        print(f"\n(no runs found under {', '.join(str(f) for f in folders)})")
     if targets_file is None:
         print(f"\n(no published numbers: {TARGETS} not found; --targets FILE names one)")
     sweep = folders[0] if len(folders) == 1 and folders[0].is_dir() else None

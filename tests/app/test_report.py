@@ -185,9 +185,11 @@ def test_plot_goes_where_asked(tmp_path):
     assert not (sweep / "report.png").exists()
 
 
-def test_missing_folder_is_named(tmp_path):
+def test_missing_folder_is_named_and_an_empty_one_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no such folder: .*nowhere"):
         _report().main([str(tmp_path / "nowhere")])
+    _report().main([str(tmp_path)])
+    assert f"(no runs found under {tmp_path})" in capsys.readouterr().out
 
 
 def test_stand_in_data_is_recorded_from_its_marker_and_never_compared(tmp_path):
