@@ -16,7 +16,9 @@ from survae.data import (  # noqa: F401  (registers)
     conditional_toy,
     imagenet,
     images,
+    omniglot,
     spatial_mnist,
+    svhn,
     toy,
     uci,
 )
@@ -31,7 +33,9 @@ from survae.data.images import (
     FashionMNISTDataModule,
     MNISTDataModule,
 )
+from survae.data.omniglot import BinarizedOmniglotDataModule
 from survae.data.spatial_mnist import SpatialMNISTDataModule
+from survae.data.svhn import SVHNDataModule
 from survae.data.toy import (
     AbsDataModule,
     CheckerboardDataModule,
@@ -58,6 +62,8 @@ from survae.data.uci import (
 )
 
 __all__ = [
+    "BinarizedOmniglotDataModule",
+    "SVHNDataModule",
     "BinarizedMNISTDataModule",
     "FixedBinarizedMNISTDataModule",
     "AbsDataModule",
