@@ -8,6 +8,11 @@ centre in its row and all rows below are masked out. A type-A first layer follow
 layers gives outputs at ``(c, h, w)`` that depend only on inputs earlier in the order: the
 autoregressive networks of the official SurVAE library's 2-D autoregressive flows.
 
+``spatial_only=True`` drops the channel rule (the official spatially masked convolutions): a
+type-A mask hides the whole centre pixel, type B shows all of it, so an output at ``(h, w)``
+depends on the pixels before ``(h, w)`` only, every channel of them; 2-D autoregressive flows
+on it invert in ``H·W`` passes (``order="raster_wh"``).
+
 Output layout: ``P·C`` channels with parameter ``p`` of data channel ``c`` at ``p·C + c`` (what
 the masks produce; :class:`~survae.transforms.bijections.autoregressive_2d` reads it so).
 """
@@ -32,13 +37,18 @@ def channel_mask(mask_type: str, in_channels: int, out_channels: int, data_chann
 def conv_mask(
     mask_type: str, in_channels: int, out_channels: int, kh: int, kw: int, data_channels: int
 ) -> torch.Tensor:
-    """``[out, in, kh, kw]`` mask of a PixelCNN convolution (see the module docstring)."""
+    """``[out, in, kh, kw]`` mask of a PixelCNN convolution (see the module docstring);
+    ``data_channels=0``: spatial masking only."""
     if mask_type not in ("A", "B"):
         raise ValueError(f"MaskedConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
     mask = torch.ones(out_channels, in_channels, kh, kw)
     mask[:, :, kh // 2, kw // 2 :] = 0
     mask[:, :, kh // 2 + 1 :] = 0
-    mask[:, :, kh // 2, kw // 2] = channel_mask(mask_type, in_channels, out_channels, data_channels)
+    if data_channels == 0:  # spatial only: the centre pixel all hidden (A) or all shown (B)
+        mask[:, :, kh // 2, kw // 2] = 0.0 if mask_type == "A" else 1.0
+    else:
+        centre = channel_mask(mask_type, in_channels, out_channels, data_channels)
+        mask[:, :, kh // 2, kw // 2] = centre
     return mask
 
 
@@ -108,6 +118,7 @@ class PixelCNN(nn.Module):
         input_shift: float = 0.0,
         zero_init_output: bool = False,
         context_channels: int = 0,
+        spatial_only: bool = False,
     ):
         super().__init__()
         if out_channels % in_channels:
@@ -116,17 +127,19 @@ class PixelCNN(nn.Module):
                 f"({in_channels})"
             )
         C = int(in_channels)
+        self.spatial_only = bool(spatial_only)
+        groups = 0 if self.spatial_only else C  # data_channels of the masks
         self.input_scale, self.input_shift = float(input_scale), float(input_shift)
-        self.conv_in = MaskedConv2d(C, 2 * filters, kernel_size_in, "A", C)
+        self.conv_in = MaskedConv2d(C, 2 * filters, kernel_size_in, "A", groups)
         self.context_channels = int(context_channels)
         self.context_in = (
             nn.Conv2d(self.context_channels, 2 * filters, 1) if self.context_channels else None
         )
         self.blocks = nn.Sequential(
-            *(MaskedResidualBlock2d(filters, kernel_size, C) for _ in range(num_blocks))
+            *(MaskedResidualBlock2d(filters, kernel_size, groups) for _ in range(num_blocks))
         )
-        self.conv_mid = MaskedConv2d(2 * filters, output_filters, 1, "B", C)
-        self.conv_out = MaskedConv2d(output_filters, out_channels, 1, "B", C)
+        self.conv_mid = MaskedConv2d(2 * filters, output_filters, 1, "B", groups)
+        self.conv_out = MaskedConv2d(output_filters, out_channels, 1, "B", groups)
         if zero_init_output:
             nn.init.zeros_(self.conv_out.weight)
             nn.init.zeros_(self.conv_out.bias)
