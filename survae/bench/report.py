@@ -15,10 +15,21 @@ def _fmt_ms(v: Any) -> str:
 
 
 def _fmt_rate(r: Mapping[str, Any]) -> str:
-    """Achieved GFLOP/s of the training step and its share of the measured peak."""
+    """Achieved GFLOP/s of the training step and its share of the measured peak of the
+    precision its FLOPs ran in (a mixed step: the GFLOP/s of each precision, and the share of
+    the step its work would take at those precisions' peaks)."""
     rate, frac = r.get("train_gflops_per_s"), r.get("flops_fraction_of_peak")
     if not isinstance(rate, (int, float)) or not isinstance(frac, (int, float)):
         return "–"
+    by, peak = r.get("train_flops_by_precision") or {}, r.get("peak_gflops_per_s")
+    seconds = r["train_ms_median"] / 1e3 if r.get("train_ms_median") else None
+    if isinstance(peak, Mapping) and len(by) > 1 and seconds:
+        parts = ", ".join(f"{p} {f / seconds / 1e9:,.1f}" for p, f in sorted(by.items()))
+        peaks = ", ".join(f"{p} {peak[p]:,.0f}" for p in sorted(by))
+        return f"{parts} GFLOP/s, {100 * frac:.0f} % of peak ({peaks})"
+    if isinstance(peak, Mapping) and len(by) == 1:
+        (p,) = by
+        return f"{rate:,.1f} GFLOP/s, {100 * frac:.0f} % of {p} peak {peak[p]:,.0f}"
     return f"{rate:,.1f} GFLOP/s, {100 * frac:.0f} % of peak"
 
 

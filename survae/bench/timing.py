@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from survae.bench.clock import _compiled_graphs, _device_name, _sync, _timed, peak_rss_mb
-from survae.bench.flops import count_flops, peak_flops
+from survae.bench.flops import count_flops_by_precision, fraction_of_peak, peaks
 from survae.bench.workloads import _datamodule, compose_experiment, synthetic_batch, variant_speed
 from survae.runtime.devices import check_device
 from survae.runtime.heap import retain_heap
@@ -166,7 +166,7 @@ def _time_training(
         step_flops = None
         if flops and not compiled:
             try:
-                step_flops = count_flops(train_step, steps)
+                step_flops = count_flops_by_precision(train_step, steps)
             except RuntimeError:  # e.g. memory-saving backprop's autograd.grad in backward
                 step_flops = None
     return {
@@ -203,8 +203,10 @@ def _timing_fields(
     """The result's timings, FLOP rate against the measured peak, and compilation cost."""
     train, warm = t["train"], t["warm"]
     train_median = statistics.median(train)
-    peak = peak_flops(dev) if t["flops"] else None
-    achieved = t["flops"] / train_median if t["flops"] else None
+    by_precision = t["flops"] or None
+    total = sum(by_precision.values()) if by_precision else None
+    peak = peaks(dev, sorted(by_precision)) if by_precision else None
+    achieved = total / train_median if total else None
     return {
         "train_ms_median": 1e3 * train_median,
         "train_ms_min": 1e3 * min(train),
@@ -213,10 +215,15 @@ def _timing_fields(
         "eval_ms_min": 1e3 * min(evals) if evaluate else None,
         "sample_ms": 1e3 * statistics.median(samples) if evaluate else None,
         "sample_ms_min": 1e3 * min(samples) if evaluate else None,
-        "train_flops": t["flops"],
+        "train_flops": total,
+        "train_flops_by_precision": by_precision,
         "train_gflops_per_s": achieved / 1e9 if achieved else None,
-        "peak_gflops_per_s": peak / 1e9 if peak else None,
-        "flops_fraction_of_peak": achieved / peak if achieved and peak else None,
+        # the peak of each precision the step's FLOPs ran in (best large matmul/convolution)
+        "peak_gflops_per_s": {k: v / 1e9 for k, v in peak.items()} if peak else None,
+        # the share of the step its counted FLOPs would take at their precisions' peaks
+        "flops_fraction_of_peak": (
+            fraction_of_peak(by_precision, train_median, peak) if by_precision else None
+        ),
         "first_train_step_s": warm[0] if warm else None,
         # warm-up time beyond that of as many ordinary steps: the compilation cost
         "compile_s": (max(0.0, sum(warm) - len(warm) * train_median) if t["compiled"] else None),
@@ -290,9 +297,9 @@ def measure(
     ``memory_saving_anchor_every``). ``isolated`` records that this process runs nothing else
     (its peak RSS is this workload's). ``evaluate=False`` times only the training step (no
     evaluation or sampling). ``flops`` counts the matrix-product and convolution FLOPs of one
-    extra (untimed) training step and reports the achieved rate against this machine's
-    measured peak (:func:`peak_flops`). Returns the result mapping (see
-    :func:`survae.bench.benchmark.main`).
+    extra (untimed) training step, per precision, and reports the achieved rate against this
+    machine's measured peak of each precision (:func:`survae.bench.flops.peaks`). Returns the
+    result mapping (see :func:`survae.bench.benchmark.main`).
     """
     import survae  # noqa: F401  (torchvision shim, registrations)
 
