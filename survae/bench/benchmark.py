@@ -98,6 +98,15 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_feature_arguments(p: argparse.ArgumentParser) -> None:
     """The speed features and which variants of each workload run."""
+    p.add_argument(
+        "--preset",
+        choices=("auto", "off"),
+        default=None,
+        help="speed.preset of survae's side: auto (run.py's default: channels-last for "
+        "convolutional models, fused attention for point sets, compile for long toy runs) or "
+        "off (the bare model). Workloads: auto adds a 'defaults' variant (the baseline is "
+        "always the bare model); --official: survae runs with auto unless --preset off",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     p.add_argument(
         "--compile-mode",
@@ -178,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _selected_features(args: argparse.Namespace) -> list[str]:
     flags = {
+        "defaults": args.preset == "auto",
         "compile": args.compile,
         "bf16": args.bf16,
         "channels_last": args.channels_last,
@@ -274,6 +284,8 @@ def _main_official(
         raise SystemExit("--rounds must be at least 1")
     if args.workloads == "paper":
         names = list(OFFICIAL_WORKLOADS)
+    if args.preset is None:  # survae as run.py runs it: the auto preset, flags on top
+        selected = ["defaults", *selected]
     report = run_official(
         names, args.official, common, args.rounds, args.timeout, log, features=selected
     )

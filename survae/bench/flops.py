@@ -199,19 +199,25 @@ def peak_rates(
     precision: str = "fp32",
     *,
     cache: bool = True,
+    refresh: bool = False,
     sizes: Mapping[str, int] | None = None,
     repeats: int = 5,
 ) -> dict[str, float]:
     """:func:`kernel_rates` of this machine, measured once per machine, precision and thread
-    count and then read from the cache (in memory and on disk; ``cache=False``: measure)."""
+    count and then read from the cache (in memory and on disk; ``cache=False``: measure, keep
+    nothing). ``refresh`` measures again and keeps, per kernel, the better of the new and the
+    cached rate: a peak measured while other processes shared the cores is too low, and the
+    next measurement on a quieter machine replaces it."""
     key = (machine_key(device), precision)
-    if cache and key in _PEAK_CACHE:
+    if cache and not refresh and key in _PEAK_CACHE:
         return _PEAK_CACHE[key]
     path = _cache_file()
-    stored = _load_cache(path) if cache else {}
-    entry = stored.get(key[0], {}).get(precision)
-    if not (isinstance(entry, dict) and entry and all(v > 0 for v in entry.values())):
-        entry = kernel_rates(device, precision, sizes, repeats)
+    entry = _load_cache(path).get(key[0], {}).get(precision) if cache else None
+    valid = isinstance(entry, dict) and entry and all(v > 0 for v in entry.values())
+    if not valid or refresh:
+        fresh = kernel_rates(device, precision, sizes, repeats)
+        old = entry if valid else {}
+        entry = {k: max(v, old.get(k, 0.0)) for k, v in fresh.items()}
         if cache:
             stored = _load_cache(path)  # another process may have added a key meanwhile
             stored.setdefault(key[0], {})[precision] = entry
@@ -226,18 +232,40 @@ def peak_rates(
 
 
 def peak_flops(
-    device: torch.device | str = "cpu", precision: str = "fp32", *, cache: bool = True
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    *,
+    cache: bool = True,
+    refresh: bool = False,
 ) -> float:
     """This machine's measured peak in FLOP/s for ``precision`` (:func:`peak_of` its
     :func:`peak_rates`)."""
-    return peak_of(peak_rates(device, precision, cache=cache))
+    return peak_of(peak_rates(device, precision, cache=cache, refresh=refresh))
 
 
-def peaks(device: torch.device | str = "cpu", precisions: Any = None) -> dict[str, float]:
+def peaks(
+    device: torch.device | str = "cpu", precisions: Any = None, refresh: bool = False
+) -> dict[str, float]:
     """Peak FLOP/s per precision: ``precisions`` (default: those measured on the device)."""
     dev = torch.device(device)
     names = precisions or DEVICE_PRECISIONS.get(dev.type, ("fp32",))
-    return {p: peak_flops(dev, p) for p in names}
+    return {p: peak_flops(dev, p, refresh=refresh) for p in names}
+
+
+def step_fraction(
+    flops_by_precision: Mapping[str, float], seconds: float, device: torch.device | str = "cpu"
+) -> tuple[float, dict[str, float]]:
+    """A step's :func:`fraction_of_peak` and the peaks it was taken against. A fraction above
+    1 means the cached peak is too low (measured while the cores were shared): the peak
+    kernels are measured again (:func:`peak_rates` ``refresh``) before the fraction is
+    taken."""
+    names = sorted(flops_by_precision)
+    peak = peaks(device, names)
+    fraction = fraction_of_peak(flops_by_precision, seconds, peak)
+    if fraction > 1.0:
+        peak = peaks(device, names, refresh=True)
+        fraction = fraction_of_peak(flops_by_precision, seconds, peak)
+    return fraction, peak
 
 
 def fraction_of_peak(

@@ -17,10 +17,17 @@ from typing import Any
 import torch
 
 from survae.bench.clock import _compiled_graphs, _device_name, _sync, _timed, peak_rss_mb
-from survae.bench.flops import count_flops_by_precision, fraction_of_peak, peaks
-from survae.bench.workloads import _datamodule, compose_experiment, synthetic_batch, variant_speed
+from survae.bench.flops import count_flops_by_precision, step_fraction
+from survae.bench.workloads import (
+    _datamodule,
+    compose_experiment,
+    planned_steps,
+    synthetic_batch,
+    variant_speed,
+)
 from survae.runtime.devices import check_device
 from survae.runtime.heap import retain_heap
+from survae.runtime.speed import compile_if_it_pays
 
 #: the LR schedule's epoch length; any value gives the same per-step cost
 NOMINAL_STEPS_PER_EPOCH = 1000
@@ -79,7 +86,7 @@ def _build(
     info = data_info(dm)
     speed = variant_speed(cfg, features)
     speed.update(speed_extra or {})
-    if speed["compile"]:
+    if speed["compile"] is not False:
         torch._dynamo.reset()  # no caches or recompilation limits carried over
     torch.manual_seed(seed)
     module = FlowModule(
@@ -90,6 +97,9 @@ def _build(
         check_finite=bool(cfg.get("check_finite", True)),
         speed=speed,
     ).to(dev)
+    # the preset's compile decision, as the trainer makes it from the run's length
+    compile_if_it_pays(module.model, planned_steps(cfg))
+    speed = dict(module.model.__dict__.get("_speed_options", speed))  # as resolved
     x = synthetic_batch(dm, batch, seed).to(dev)
     optim_cfg = dict(cfg.get("optim") or {})
     optimizer = build_optimizer(module.model.parameters(), optim_cfg)
@@ -205,7 +215,7 @@ def _timing_fields(
     train_median = statistics.median(train)
     by_precision = t["flops"] or None
     total = sum(by_precision.values()) if by_precision else None
-    peak = peaks(dev, sorted(by_precision)) if by_precision else None
+    fraction, peak = step_fraction(by_precision, train_median, dev) if total else (None, None)
     achieved = total / train_median if total else None
     return {
         "train_ms_median": 1e3 * train_median,
@@ -221,9 +231,7 @@ def _timing_fields(
         # the peak of each precision the step's FLOPs ran in (best large matmul/convolution)
         "peak_gflops_per_s": {k: v / 1e9 for k, v in peak.items()} if peak else None,
         # the share of the step its counted FLOPs would take at their precisions' peaks
-        "flops_fraction_of_peak": (
-            fraction_of_peak(by_precision, train_median, peak) if by_precision else None
-        ),
+        "flops_fraction_of_peak": fraction,
         "first_train_step_s": warm[0] if warm else None,
         # warm-up time beyond that of as many ordinary steps: the compilation cost
         "compile_s": (max(0.0, sum(warm) - len(warm) * train_median) if t["compiled"] else None),

@@ -41,8 +41,11 @@ SPLINE_WORKLOADS: tuple[str, ...] = (
     "nsf_ar_power",
 )
 
-#: speed features: variant name → the :func:`survae.runtime.speed.apply_speed_options` keys it sets
-FEATURES: dict[str, dict[str, bool]] = {
+#: speed features: variant name → the :func:`survae.runtime.speed.apply_speed_options` keys it
+#: sets; ``defaults`` is the run configs' default, the ``auto`` preset (every other variant
+#: starts from the bare model, preset ``off``)
+FEATURES: dict[str, dict[str, Any]] = {
+    "defaults": {"preset": "auto"},
     "compile": {"compile": True},
     "bf16": {"bf16_couplings": True},
     "channels_last": {"channels_last": True},
@@ -152,16 +155,31 @@ def synthetic_batch(dm: Any, batch: int, seed: int = 0) -> torch.Tensor:
 
 
 def variant_speed(cfg: Mapping[str, Any], features: Sequence[str]) -> dict[str, Any]:
-    """The speed options of a variant: the config's own (modes, anchors) with every switch off,
-    then the named ``features`` on."""
-    from survae.runtime.speed import SPEED_DEFAULTS
+    """The speed options of a variant: the config's own (modes, anchors) with the preset
+    ``off`` and every switch off (the preset's switches left to it), then the named
+    ``features`` on (``defaults``: the ``auto`` preset)."""
+    from survae.runtime.speed import PRESET_SWITCHES, SPEED_DEFAULTS
 
-    speed = {**SPEED_DEFAULTS, **dict(cfg.get("speed") or {})}
+    speed = {**SPEED_DEFAULTS, **dict(cfg.get("speed") or {}), "preset": "off"}
     for key in _SWITCHES:
-        speed[key] = False
+        speed[key] = None if key in PRESET_SWITCHES else False
     for name in features:
         speed.update(FEATURES[name])
     return speed
+
+
+def planned_steps(cfg: Mapping[str, Any]) -> float:
+    """The training steps of the config's run (``trainer.max_steps``, else ``max_epochs`` ×
+    batches per epoch where the data config gives its training-set size); nan when unknown.
+    The ``auto`` preset's compile rule reads it as the trainer's own estimate."""
+    trainer, data = dict(cfg.get("trainer") or {}), dict(cfg.get("data") or {})
+    max_steps = trainer.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0:
+        return float(max_steps)
+    epochs, size, batch = trainer.get("max_epochs"), data.get("train_size"), data.get("batch_size")
+    if all(isinstance(v, int) and v > 0 for v in (epochs, size, batch)):
+        return float(epochs * math.ceil(size / batch))
+    return math.nan
 
 
 def plan_variants(

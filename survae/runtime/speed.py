@@ -4,8 +4,10 @@ log-likelihood unchanged (up to the stated precision):
 * :func:`set_coupling_autocast` — coupling *networks* run under ``torch.autocast`` (bfloat16);
   their outputs are cast back, so every log-determinant and base density stays float32
   (difference in ``log_prob``: bfloat16 rounding of the network outputs, ~0.4 % relative);
-* :func:`to_channels_last` — image models keep 4-D weights and their input in the
-  channels-last memory format (same values; faster convolutions on GPUs);
+* :func:`networks_channels_last` — the convolutional networks of image models (coupling,
+  context and decoder networks) run channels-last: weights stored so, inputs converted on the
+  way in and outputs back on the way out (same values; oneDNN and cuDNN convolutions without
+  per-call reorders); :func:`to_channels_last` converts a whole model instead;
 * :func:`enable_memory_saving` — runs of consecutive bijections reconstruct their activations
   in the backward pass instead of storing them (:mod:`survae.transforms.memory`), so activation
   memory does not grow with depth (same values and gradients up to reconstruction rounding);
@@ -14,6 +16,13 @@ log-likelihood unchanged (up to the stated precision):
 * :func:`set_fused_attention` — the point-set transformers' attention runs as one compiled
   CPU kernel (:mod:`survae.nn.fused_attention`; same function up to float rounding; needs a
   C++ compiler).
+
+``speed.preset`` picks them per model when a switch is left ``null``: ``auto`` (the run
+configs' default, :func:`preset_options`) turns on channels-last for convolutional models, the
+fused attention kernel for point-set transformers where it builds (else PyTorch's attention,
+with one log line) and, for toy models of runs with at least :data:`COMPILE_MIN_STEPS`
+training steps, ``torch.compile`` (:func:`compile_if_it_pays`); precision stays float32.
+``off`` is the bare model. A switch set to ``true``/``false`` wins over the preset.
 
 :func:`apply_speed_options` applies them from a config mapping. :func:`assert_no_host_sync`
 checks that a forward pass never synchronises with the host.
@@ -25,7 +34,8 @@ parameters, ``state_dict`` keys, checkpoints and ``copy.deepcopy`` (EMA) are una
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -33,19 +43,35 @@ from torch import nn
 
 from survae.config_check import ConfigError
 from survae.flows import Flow
+from survae.runtime.host_sync import HostSyncError, assert_no_host_sync
 from survae.transforms.base import Transform
 from survae.transforms.memory import MemorySavingBlock, is_reconstructible
 
-#: the options :func:`apply_speed_options` understands, with their defaults (all off)
+#: the options :func:`apply_speed_options` understands, with their defaults: preset ``off``
+#: (the bare model); ``None`` switches are decided by the preset
 SPEED_DEFAULTS: dict[str, Any] = {
-    "compile": False,
+    "preset": "off",
+    "compile": None,
     "compile_mode": "default",
     "bf16_couplings": False,
-    "channels_last": False,
+    "channels_last": None,
     "memory_saving": False,
     "memory_saving_anchor_every": None,
-    "fused_attention": False,
+    "fused_attention": None,
 }
+
+PRESETS = ("auto", "off")
+
+#: the switches a preset decides when they are left ``None``
+PRESET_SWITCHES = ("channels_last", "fused_attention", "compile")
+
+#: ``auto`` compiles a toy model's training step for runs of at least this many steps: the
+#: compiled step saves ~0.9 ms of a 2.8 ms AbsFlow step (1 thread), against 2–3 s of
+#: compilation with a warm inductor cache and ~9 s with a cold one (BENCHMARKS.md)
+COMPILE_MIN_STEPS = 10_000
+
+#: the data kinds whose steps are per-operation overhead that a compiled graph removes
+COMPILE_KINDS = ("toy",)
 
 _COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -141,6 +167,59 @@ def to_channels_last(model: nn.Module, enabled: bool = True) -> nn.Module:
     return model
 
 
+def _to_format(value: Any, fmt: torch.memory_format) -> Any:
+    if isinstance(value, torch.Tensor) and value.dim() == 4:
+        return value.contiguous(memory_format=fmt)
+    if isinstance(value, tuple):
+        return tuple(_to_format(v, fmt) for v in value)
+    return value
+
+
+def _networks(model: nn.Module) -> list[nn.Module]:
+    """The convolutional networks of ``model``'s layers: the modules with a 2-D convolution
+    that are direct children of a transform or distribution and not themselves one (coupling
+    networks, context networks, decoders); containers of layers are looked into."""
+    from survae.distributions.base import Distribution
+
+    layer_types = (Transform, Distribution, Flow, nn.ModuleList, nn.ModuleDict)
+    found: list[nn.Module] = []
+
+    def visit(owner: nn.Module) -> None:
+        for child in owner.children():
+            if isinstance(child, layer_types):
+                visit(child)
+            elif any(isinstance(m, nn.Conv2d) for m in child.modules()):
+                found.append(child)
+
+    visit(model)
+    return found
+
+
+def networks_channels_last(model: nn.Module, enabled: bool = True) -> int:
+    """Run the convolutional networks of ``model`` (:func:`_networks`) channels-last: their
+    4-D weights are stored channels-last, and their 4-D inputs are converted on the way in and
+    their outputs back to contiguous on the way out, so the flow's own layers see the tensors
+    they always saw. oneDNN's convolutions take channels-last without reordering each call's
+    tensors. Same values (up to the convolutions' summation order); parameters and
+    ``state_dict`` keys unchanged. ``enabled=False`` undoes it. Returns how many networks."""
+    fmt = torch.channels_last if enabled else torch.contiguous_format
+    nets = _networks(model)
+    for net in nets:
+        for handle in net.__dict__.pop("_speed_channels_last_hooks", ()):
+            handle.remove()
+        net.to(memory_format=fmt)
+        if enabled:
+            net.__dict__["_speed_channels_last_hooks"] = (
+                net.register_forward_pre_hook(
+                    lambda m, args: _to_format(args, torch.channels_last)
+                ),
+                net.register_forward_hook(
+                    lambda m, args, out: _to_format(out, torch.contiguous_format)
+                ),
+            )
+    return len(nets)
+
+
 def enable_memory_saving(
     model: nn.Module, enabled: bool = True, anchor_every: int | None = None
 ) -> nn.Module:
@@ -216,11 +295,82 @@ def set_fused_attention(model: nn.Module, enabled: bool = True) -> int:
     return len(layers)
 
 
+# --------------------------------------------------------------------------- preset
+def _log(message: str) -> None:
+    print(f"[survae] speed: {message}", flush=True)
+
+
+def has_compiler() -> bool:
+    """Whether a C++ compiler is on the path (torch.compile's CPU code and the fused
+    attention kernel are built with it)."""
+    return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+def _fused_attention_builds(model: nn.Module) -> bool:
+    """Whether ``model`` has self-attention and the fused kernel builds here; logs the reason
+    when a model with attention stays on PyTorch's path."""
+    from survae.nn.transformer import SelfAttention
+
+    if not any(isinstance(m, SelfAttention) for m in model.modules()):
+        return False
+    from survae.nn.fused_attention import FusedAttentionBuildError, load_extension
+
+    try:
+        load_extension()
+    except FusedAttentionBuildError as err:
+        _log(f"fused attention unavailable, PyTorch's attention is used ({err})")
+        return False
+    return True
+
+
+def preset_options(
+    model: nn.Module, options: Mapping[str, Any], kind: str | None = None
+) -> dict[str, Any]:
+    """``options`` with every ``None`` switch decided by ``options["preset"]``.
+
+    ``off``: all off. ``auto``: ``channels_last`` for models with convolutional networks
+    (:func:`networks_channels_last`; CPU and GPU: the convolution libraries' native layout,
+    no reorders per call), ``fused_attention`` for
+    models with self-attention where the kernel builds, and ``compile`` left ``None`` for
+    toy models (``kind``) when a C++ compiler is present: :func:`compile_if_it_pays` decides
+    it once the run's length is known. Precision is never changed.
+    """
+    opts = dict(options)
+    auto = opts.get("preset", "off") == "auto"
+    if opts.get("channels_last") is None:
+        opts["channels_last"] = auto and bool(_networks(model))
+    if opts.get("fused_attention") is None:
+        opts["fused_attention"] = auto and _fused_attention_builds(model)
+    if opts.get("compile") is None and not (auto and kind in COMPILE_KINDS and has_compiler()):
+        opts["compile"] = False
+    return opts
+
+
+def compile_if_it_pays(model: nn.Module, planned_steps: float) -> bool:
+    """Compile ``model`` now when :func:`apply_speed_options` left the decision to the run's
+    length (preset ``auto``, a toy model, ``compile`` unset) and the run has at least
+    :data:`COMPILE_MIN_STEPS` training steps; returns whether it compiled. Call before the
+    first training step (the compiled wrapper changes no parameter or state-dict key)."""
+    mode = model.__dict__.pop("_speed_compile_deferred", None)
+    if mode is None:
+        return False
+    if not planned_steps >= COMPILE_MIN_STEPS:  # also False for an unknown (nan) length
+        if "_speed_options" in model.__dict__:
+            model.__dict__["_speed_options"]["compile"] = False
+        return False
+    _log(f"torch.compile for {int(planned_steps):,} steps (>= {COMPILE_MIN_STEPS:,})")
+    compile_model(model, mode=mode)
+    if "_speed_options" in model.__dict__:
+        model.__dict__["_speed_options"]["compile"] = True
+    return True
+
+
 # --------------------------------------------------------------------------- options
 def validate_speed_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """The ``speed`` options with their defaults filled in; a :class:`ConfigError` naming the
     key and its valid values for an unknown key or a bad value (checked before anything is
-    built, by :func:`survae.training.validation.validate_run_config`, and again here)."""
+    built, by :func:`survae.training.validation.validate_run_config`, and again here). The
+    preset's switches may stay ``None`` (the preset decides them: :func:`preset_options`)."""
     opts = dict(SPEED_DEFAULTS)
     given = dict(options or {})
     unknown = sorted(set(given) - set(SPEED_DEFAULTS))
@@ -229,9 +379,15 @@ def validate_speed_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
             f"speed: unknown option(s) {unknown}; valid: {', '.join(sorted(SPEED_DEFAULTS))}"
         )
     opts.update(given)
+    if opts["preset"] not in PRESETS:
+        raise ConfigError(
+            f"speed.preset: must be one of {', '.join(PRESETS)}, got {opts['preset']!r}"
+        )
     for key in ("compile", "bf16_couplings", "channels_last", "memory_saving", "fused_attention"):
-        if not isinstance(opts[key], bool):
-            raise ConfigError(f"speed.{key}: must be true or false, got {opts[key]!r}")
+        value = opts[key]
+        if not (isinstance(value, bool) or (value is None and key in PRESET_SWITCHES)):
+            null = " (or null: the preset decides)" if key in PRESET_SWITCHES else ""
+            raise ConfigError(f"speed.{key}: must be true or false{null}, got {value!r}")
     anchor = opts["memory_saving_anchor_every"]
     if anchor is not None and (
         isinstance(anchor, bool) or not isinstance(anchor, int) or anchor < 1
@@ -247,99 +403,65 @@ def validate_speed_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return opts
 
 
-def apply_speed_options(model: nn.Module, options: Mapping[str, Any] | None) -> nn.Module:
+def resolve_speed_options(
+    model: nn.Module, options: Mapping[str, Any] | None, kind: str | None = None
+) -> dict[str, Any]:
+    """The validated options of a config mapping (:func:`validate_speed_options`) with the
+    preset's choices filled in (:func:`preset_options`); ``compile`` may stay ``None``
+    (decided by :func:`compile_if_it_pays`)."""
+    return preset_options(model, validate_speed_options(options), kind)
+
+
+def apply_speed_options(
+    model: nn.Module, options: Mapping[str, Any] | None, kind: str | None = None
+) -> nn.Module:
     """Apply the speed options of a config mapping to ``model`` and return it.
 
-    Keys (all optional, defaults in :data:`SPEED_DEFAULTS`): ``bf16_couplings`` (bool),
-    ``channels_last`` (bool), ``memory_saving`` (bool), ``memory_saving_anchor_every``
-    (positive int or None), ``compile`` (bool), ``compile_mode`` (``default``,
-    ``reduce-overhead``, ``max-autotune``, ``max-autotune-no-cudagraphs``),
-    ``fused_attention`` (bool). Call it after building the model and before creating
-    optimizers or EMA copies.
+    Keys (all optional, defaults in :data:`SPEED_DEFAULTS`): ``preset`` (``auto`` or
+    ``off``, which decides the switches left ``None``: :func:`preset_options`),
+    ``bf16_couplings`` (bool), ``channels_last`` (bool or None:
+    :func:`networks_channels_last`), ``memory_saving`` (bool),
+    ``memory_saving_anchor_every`` (positive int or None), ``compile`` (bool or None),
+    ``compile_mode`` (``default``, ``reduce-overhead``, ``max-autotune``,
+    ``max-autotune-no-cudagraphs``), ``fused_attention`` (bool or None). ``kind`` is the data
+    kind (``toy``, ``image``, ...), which the preset's compile rule reads. Call it after
+    building the model and before creating optimizers or EMA copies; with the compile
+    decision left to the run's length, call :func:`compile_if_it_pays` before training.
     """
-    opts = validate_speed_options(options)
-    anchor = opts["memory_saving_anchor_every"]
+    opts = resolve_speed_options(model, options, kind)
+    model.__dict__["_speed_options"] = opts  # what was applied (not a module attribute)
     if opts["fused_attention"]:
         set_fused_attention(model, True)
     if opts["bf16_couplings"]:
         set_coupling_autocast(model, torch.bfloat16)
     if opts["channels_last"]:
-        to_channels_last(model)
+        networks_channels_last(model)
     if opts["memory_saving"]:
-        enable_memory_saving(model, anchor_every=anchor)
+        enable_memory_saving(model, anchor_every=opts["memory_saving_anchor_every"])
     if opts["compile"]:
         compile_model(model, mode=opts["compile_mode"])
+    elif opts["compile"] is None:  # the preset compiles once the run's length is known
+        model.__dict__["_speed_compile_deferred"] = opts["compile_mode"]
     return model
 
 
-# --------------------------------------------------------------------------- checks
-class HostSyncError(RuntimeError):
-    """A forward pass reads a device value on the host or has a data-dependent shape."""
-
-
-#: tensor methods that copy values to the host
-_HOST_METHODS = frozenset({"item", "tolist", "cpu", "numpy"})
-
-
-def _host_sync_nodes(gm: torch.fx.GraphModule) -> list[str]:
-    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
-
-    found = []
-    for node in gm.graph.nodes:
-        value = node.meta.get("example_value")
-        if node.op == "call_method" and node.target in _HOST_METHODS:
-            found.append(node.format_node())
-        elif value is not None and free_unbacked_symbols(value):
-            # a value known only after reading device memory: .item(), nonzero, masks
-            found.append(node.format_node())
-    return found
-
-
-def assert_no_host_sync(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn(*args, **kwargs)`` and fail if it synchronises with the host.
-
-    With CUDA tensors among ``args`` it runs under ``torch.cuda.set_sync_debug_mode("error")``
-    (any ``.item()``, ``nonzero``, boolean-mask indexing or device-to-host copy raises). On the
-    CPU it compiles ``fn`` with ``fullgraph=True``: a Python branch on a tensor value is a graph
-    break and raises, and the captured graph is inspected for host reads (``.item()``,
-    ``.tolist()``, ``.cpu()``) and data-dependent shapes (``nonzero``, boolean-mask indexing),
-    raising :class:`HostSyncError` with the offending operations. Returns ``fn``'s result.
-    """
-    on_cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
-    if on_cuda:
-        previous = torch.cuda.get_sync_debug_mode()
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            torch.cuda.set_sync_debug_mode(previous)
-
-    def checking_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Callable[..., Any]:
-        found = _host_sync_nodes(gm)
-        if found:
-            raise HostSyncError(
-                "the forward pass synchronises with the host at:\n  " + "\n  ".join(found)
-            )
-        return gm.forward
-
-    torch._dynamo.reset()  # fresh caches: no recompilation limit carried over from elsewhere
-    try:
-        return torch.compile(fn, fullgraph=True, backend=checking_backend)(*args, **kwargs)
-    finally:
-        torch._dynamo.reset()
-
-
 __all__ = [
+    "COMPILE_MIN_STEPS",
+    "PRESETS",
     "SPEED_DEFAULTS",
     "HostSyncError",
     "ToMemoryFormat",
     "apply_speed_options",
     "assert_no_host_sync",
+    "compile_if_it_pays",
     "compile_model",
     "set_fused_attention",
     "enable_memory_saving",
     "memory_saving_blocks",
+    "networks_channels_last",
+    "preset_options",
+    "resolve_speed_options",
     "set_coupling_autocast",
     "to_channels_last",
+    "validate_speed_options",
 ]

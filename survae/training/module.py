@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from survae.metrics import importance_weighted_log_prob, metric_for
 from survae.models import build_model
-from survae.runtime.speed import apply_speed_options
+from survae.runtime.speed import apply_speed_options, compile_if_it_pays
 from survae.training.optim import build_optimizer, build_scheduler
 
 
@@ -59,8 +59,9 @@ class FlowModule(pl.LightningModule):
             data_info.get("num_bins"),
             data_info.get("context_features"),
         )
-        # compile / bf16 couplings / channels-last / memory-saving backprop (before the EMA copy)
-        self.model = apply_speed_options(self.model, speed or {})
+        # speed preset, compile / bf16 couplings / channels-last / memory-saving backprop /
+        # fused attention (before the EMA copy)
+        self.model = apply_speed_options(self.model, speed or {}, kind=data_info["kind"])
         self.kind = data_info["kind"]
         self.metric = metric_for(self.kind)
         shape = list(data_info["shape"])
@@ -182,9 +183,12 @@ class FlowModule(pl.LightningModule):
         return trainer is not None and str(getattr(trainer, "precision", "")).startswith("16")
 
     def on_train_start(self) -> None:
-        """``optim.reset_lr_on_resume``: a resumed run continues with the config's learning rate
-        and schedule instead of the checkpoint's (e.g. SurVAE's 50-epoch cooldown at 2e-5),
-        keeping the weights, the optimiser moments and the step count."""
+        """The speed preset's compile decision, now that the run's length is known
+        (:func:`~survae.runtime.speed.compile_if_it_pays`); ``optim.reset_lr_on_resume``: a
+        resumed run continues with the config's learning rate and schedule instead of the
+        checkpoint's (e.g. SurVAE's 50-epoch cooldown at 2e-5), keeping the weights, the
+        optimiser moments and the step count."""
+        compile_if_it_pays(self.model, float(self.trainer.estimated_stepping_batches))
         if not (self.optim_cfg.get("reset_lr_on_resume") and self.trainer.ckpt_path):
             return
         lr = float(self.optim_cfg.get("lr", 1e-3))

@@ -157,18 +157,24 @@ def test_variant_plans():
     assert plan("toy", ["compile"], ablate=False, baseline=False) == [("compile", ("compile",))]
     full = plan("image", [], ablate=True)
     assert [n for n, _ in full] == [
-        "baseline", "compile", "bf16", "channels_last", "memory_saving", "all",
+        "baseline", "defaults", "compile", "bf16", "channels_last", "memory_saving", "all",
     ]  # fmt: skip
-    assert full[-1][1] == ("compile", "bf16", "channels_last", "memory_saving")
+    assert full[-1][1] == ("defaults", "compile", "bf16", "channels_last", "memory_saving")
     assert [n for n, _ in plan("points", [], ablate=True)] == [
-        "baseline", "compile", "bf16", "memory_saving", "fused_attention", "all",
+        "baseline", "defaults", "compile", "bf16", "memory_saving", "fused_attention", "all",
     ]  # fmt: skip
     assert "fused_attention" not in [n for n, _ in plan("toy", [], ablate=True)]
     assert plan("image", ["bf16"], ablate=True) == [("baseline", ()), ("bf16", ("bf16",))]
     cfg = {"speed": {"memory_saving": True, "memory_saving_anchor_every": 4}}
     speed = workloads.variant_speed(cfg, ["compile"])
     assert speed["compile"] and not speed["memory_saving"]  # baseline switches are off
+    assert speed["preset"] == "off" and speed["channels_last"] is None  # off: the bare model
     assert speed["memory_saving_anchor_every"] == 4  # the config's settings stay
+    assert workloads.variant_speed(cfg, ["defaults"])["preset"] == "auto"
+    toy = workloads.compose_experiment("abs_flow_eight_gaussians")
+    assert workloads.planned_steps(toy) == 10 * 128_000 / 128  # the official 10 epochs
+    assert math.isnan(workloads.planned_steps({"trainer": {"max_epochs": 3}, "data": {}}))
+    assert workloads.planned_steps({"trainer": {"max_steps": 7}}) == 7
 
 
 def test_ratios_and_failed_workloads(run_main):

@@ -122,3 +122,24 @@ def test_report_names_the_peak_of_each_precision():
     assert report._fmt_rate(mixed) == (
         "bf16 100.0, fp32 60.0 GFLOP/s, 75 % of peak (bf16 400, fp32 120)"
     )
+
+
+def test_a_refresh_keeps_the_better_rate_of_each_kernel(cache_dir, monkeypatch):
+    rates = iter([{"matmul": 2.0, "conv3x3": 5.0}, {"matmul": 3.0, "conv3x3": 4.0}])
+    monkeypatch.setattr(flops, "kernel_rates", lambda *a, **k: next(rates))
+    assert flops.peak_rates("cpu", "fp32") == {"matmul": 2.0, "conv3x3": 5.0}
+    assert flops.peak_rates("cpu", "fp32", refresh=True) == {"matmul": 3.0, "conv3x3": 5.0}
+    monkeypatch.setattr(flops, "_PEAK_CACHE", {})  # a new process reads the merged rates
+    assert flops.peak_flops("cpu", "fp32") == 5.0
+
+
+def test_a_step_above_a_stale_peak_measures_the_peak_again(cache_dir, monkeypatch):
+    """A peak measured while the cores were shared is too low; a faster step than it makes
+    the benchmark measure again, and the better peak is kept."""
+    rates = iter([{"matmul": 50.0}, {"matmul": 200.0}])
+    monkeypatch.setattr(flops, "kernel_rates", lambda *a, **k: next(rates))
+    flops.peak_rates("cpu", "fp32")  # cached at 50
+    fraction, peak = flops.step_fraction({"fp32": 100.0}, 1.0, "cpu")
+    assert peak == {"fp32": 200.0} and fraction == pytest.approx(0.5)
+    fraction, peak = flops.step_fraction({"fp32": 100.0}, 2.0, "cpu")  # below: no measurement
+    assert fraction == pytest.approx(0.25)
