@@ -13,6 +13,7 @@ Files are never downloaded unless ``download=True``; a missing data set raises
 
 from survae.data import (  # noqa: F401  (registers)
     binarized_mnist,
+    celeba,
     conditional_toy,
     imagenet,
     images,
@@ -24,6 +25,7 @@ from survae.data import (  # noqa: F401  (registers)
 )
 from survae.data.base import ArrayDataset, FlowDataModule
 from survae.data.binarized_mnist import BinarizedMNISTDataModule, FixedBinarizedMNISTDataModule
+from survae.data.celeba import CelebADataModule
 from survae.data.conditional_toy import GaussianClassesDataModule, RotatedMoonsDataModule
 from survae.data.errors import DatasetCorruptedError, DatasetNotFoundError
 from survae.data.imagenet import ImageNet32DataModule, ImageNet64DataModule
@@ -62,6 +64,7 @@ from survae.data.uci import (
 )
 
 __all__ = [
+    "CelebADataModule",
     "BinarizedOmniglotDataModule",
     "SVHNDataModule",
     "BinarizedMNISTDataModule",
