@@ -13,7 +13,9 @@ the same ``2B``, derivatives are those of the unit-interval map.
   ``min_bin_height``) over ``K`` equal bins; the CDF is piecewise linear.
 * quadratic, ``P = 2K − 1``: ``K`` bin widths (softmax) and ``K − 1`` inner knot densities
   (``exp``); the density is piecewise linear, normalised, with density 1 at both ends so that
-  it joins the identity tails continuously; the CDF is piecewise quadratic.
+  it joins the identity tails continuously; the CDF is piecewise quadratic. With
+  ``free_ends`` (``P = 2K + 1``, the official coupling's parameters) the two end densities
+  are free too.
 * cubic, ``P = 2K + 2``: ``K`` widths, ``K`` heights (softmax) and the two end derivatives
   (``3·sigmoid`` times the end bins' slopes); the inner derivatives follow Steffen's monotone
   rule, so every bin's cubic Hermite piece is increasing.
@@ -100,26 +102,31 @@ def quadratic_spline(
     min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
     min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Piecewise-quadratic CDF: ``K`` widths and ``K − 1`` inner knot densities."""
+    """Piecewise-quadratic CDF: ``K`` widths and ``K − 1`` inner knot densities (the end
+    densities follow so that both are 1), or ``K + 1`` knot densities, ends included (the
+    official coupling's ``2K + 1`` parameters; the density then jumps at ``±B``)."""
     inside, u, B = _unit_interval(inputs, tail_bound)
     K = unnormalized_widths.shape[-1]
-    if unnormalized_heights.shape[-1] != K - 1:
+    if unnormalized_heights.shape[-1] not in (K - 1, K + 1):
         raise ValueError(
-            f"quadratic_spline: expected K - 1 = {K - 1} inner heights for K = {K} widths, got "
-            f"{unnormalized_heights.shape[-1]}"
+            f"quadratic_spline: expected K - 1 = {K - 1} inner or K + 1 = {K + 1} knot heights "
+            f"for K = {K} widths, got {unnormalized_heights.shape[-1]}"
         )
     w = _sizes(unnormalized_widths, min_bin_width)
     e = torch.exp(unnormalized_heights)
-    # end densities c with c / area = 1: c = R / (1 − (w_0 + w_{K−1}) / 2), R the inner area
-    if K > 1:
-        inner = 0.5 * (e[..., :1] * w[..., :1] + e[..., -1:] * w[..., -1:])
-        inner = inner + (0.5 * (e[..., :-1] + e[..., 1:]) * w[..., 1:-1]).sum(-1, keepdim=True)
-        c = inner / (1.0 - 0.5 * (w[..., :1] + w[..., -1:]))
+    if e.shape[-1] == K + 1:
+        dens = e
     else:
-        c = torch.ones_like(w)
-    dens = torch.cat([c, e, c], dim=-1)
+        # end densities c with c / area = 1: c = R / (1 − (w_0 + w_{K−1}) / 2), R the inner area
+        if K > 1:
+            inner = 0.5 * (e[..., :1] * w[..., :1] + e[..., -1:] * w[..., -1:])
+            mid = 0.5 * (e[..., :-1] + e[..., 1:]) * w[..., 1:-1]
+            c = (inner + mid.sum(-1, keepdim=True)) / (1.0 - 0.5 * (w[..., :1] + w[..., -1:]))
+        else:
+            c = torch.ones_like(w)
+        dens = torch.cat([c, e, c], dim=-1)
     dens = dens / (0.5 * (dens[..., :-1] + dens[..., 1:]) * w).sum(-1, keepdim=True)
-    dens = min_bin_height + (1.0 - min_bin_height) * dens  # still normalised, ends stay 1
+    dens = min_bin_height + (1.0 - min_bin_height) * dens  # still normalised (ends stay 1)
     areas = 0.5 * (dens[..., :-1] + dens[..., 1:]) * w
     xs, cdf = _edges(w), _edges(areas / areas.sum(-1, keepdim=True))
     idx = _bin(cdf if inverse else xs, u)

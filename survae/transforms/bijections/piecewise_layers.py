@@ -35,6 +35,9 @@ class _Piecewise:
 
     kind = "linear"
 
+    #: quadratic only: learn the end densities too (``2K + 1`` parameters, the official layout)
+    free_ends = False
+
     def _set_spline(
         self, num_bins: int, tail_bound: float, min_bin_width: float, min_bin_height: float
     ) -> None:
@@ -46,9 +49,18 @@ class _Piecewise:
         self.num_bins, self.tail_bound = int(num_bins), float(tail_bound)
         self.min_bin_width, self.min_bin_height = float(min_bin_width), float(min_bin_height)
         K = self.num_bins
-        counts = {"linear": K, "quadratic": 2 * K - 1, "cubic": 2 * K + 2}
+        counts = {
+            "linear": K,
+            "quadratic": 2 * K + (1 if self.free_ends else -1),
+            "cubic": 2 * K + 2,
+        }
         counts["rational_quadratic"] = 3 * K - 1  # (its map is spline.rational_quadratic_spline)
         self.params_per_element = counts[self.kind]
+
+    def _set_free_ends(self, free_ends: bool) -> None:
+        if free_ends and self.kind != "quadratic":
+            raise ValueError(f"{type(self).__name__}: free_ends applies to quadratic splines only")
+        self.free_ends = bool(free_ends)
 
     def _transform(
         self, x: torch.Tensor, params: torch.Tensor, inverse: bool
@@ -81,7 +93,9 @@ class _PiecewiseCoupling(_Piecewise, ElementwiseCoupling):
         reverse_mask: bool = False,
         min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
         min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+        free_ends: bool = False,
     ):
+        self._set_free_ends(free_ends)
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height)
         super().__init__(num_channels, net, mask, context_channels, split_sizes, reverse_mask)
 
@@ -103,7 +117,9 @@ class _PiecewiseAutoregressive(_Piecewise, ElementwiseAutoregressive):
         activation_name: str = "relu",
         min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
         min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+        free_ends: bool = False,
     ):
+        self._set_free_ends(free_ends)
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height)
         super().__init__(
             features, hidden, context_features, random_order, reverse_order, seed, activation_name
@@ -129,7 +145,8 @@ class QuadraticSplineCoupling(_PiecewiseCoupling):
     """Piecewise-quadratic spline coupling: ``z_b = QS(x_b; θ(x_a))``, ``z_a = x_a``.
 
     Likelihood contribution: ``Σ log QS'(x_b)`` (the piecewise-linear density; 0 in the
-    tails). ``2K − 1`` network outputs per element: ``K`` widths, ``K − 1`` inner densities.
+    tails). ``2K − 1`` network outputs per element: ``K`` widths, ``K − 1`` inner densities;
+    ``free_ends=True``: ``2K + 1``, the end densities included (the official layout).
     """
 
     kind = "quadratic"

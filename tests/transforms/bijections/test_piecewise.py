@@ -166,5 +166,26 @@ def test_bad_arguments():
         QuadraticSplineAutoregressive(2, num_bins=1)
     with pytest.raises(ValueError, match="tail_bound"):
         CubicSplineCoupling(2, MLP_RANDOM, tail_bound=0.0)
-    with pytest.raises(ValueError, match="quadratic_spline: expected K - 1"):
+    with pytest.raises(ValueError, match=r"quadratic_spline: expected K - 1 = 2 inner or K \+ 1"):
         quadratic_spline(torch.zeros(1), torch.zeros(1, 3), torch.zeros(1, 3))
+
+
+def test_quadratic_free_ends():
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(2, 30, generator=g, dtype=torch.float64) * 5.8 - 2.9).requires_grad_()
+    w = torch.randn(2, 30, K, generator=g, dtype=torch.float64)
+    h = torch.randn(2, 30, K + 1, generator=g, dtype=torch.float64)
+    y, ld = quadratic_spline(x, w, h)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(ld, grad.log(), atol=1e-9, rtol=1e-9)
+    back, ld_inv = quadratic_spline(y.detach(), w, h, inverse=True)
+    torch.testing.assert_close(back, x.detach(), atol=1e-9, rtol=0)
+    torch.testing.assert_close(ld_inv, -ld.detach(), atol=1e-8, rtol=0)
+    layer = _randomize(QuadraticSplineCoupling(2, MLP_RANDOM, num_bins=K, free_ends=True))
+    assert layer.params_per_element == 2 * K + 1
+    layer = layer.double()
+    xs = torch.randn(4, 2, dtype=torch.float64)
+    assert_invertible(layer, xs, atol=1e-8, rtol=1e-8)
+    assert_logdet_matches_autograd(layer, xs)
+    with pytest.raises(ValueError, match="free_ends applies to quadratic splines only"):
+        CubicSplineCoupling(2, MLP_RANDOM, free_ends=True)
