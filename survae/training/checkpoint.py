@@ -1,6 +1,6 @@
 """Checkpoints that lose nothing: atomic writes, a ``last.ckpt`` that is the latest state
-(periodic, at epoch and training end, on SIGTERM/SIGINT), and the RNG and data-order state
-that makes a resumed run continue bit for bit."""
+(periodic, at epoch and training end, on SIGTERM/SIGINT and Slurm's time-limit signals), and the
+RNG and data-order state that makes a resumed run continue bit for bit."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
+from survae.training import slurm
 from survae.training.run_folder import TMP_PREFIX, atomic_write
 
 
@@ -58,7 +59,8 @@ def _numpy_state_from_tensors(state: tuple) -> tuple:
 
 
 class RunInterruptedError(Exception):
-    """Training stopped on SIGTERM or SIGINT after writing ``last.ckpt``."""
+    """Training stopped on a signal (SIGTERM, SIGINT, Slurm's SIGUSR1/SIGUSR2) after writing
+    ``last.ckpt``."""
 
     def __init__(self, signame: str, step: int, checkpoint: str):
         self.signame, self.step, self.checkpoint = signame, step, checkpoint
@@ -146,9 +148,11 @@ class LatestCheckpoint(Checkpoint):
 
     Written every ``every_n_steps`` optimisation steps and every ``every_minutes`` minutes
     (whichever comes first; either may be ``None``), after every training epoch (after its
-    validation), at the end of training, and on SIGTERM (Slurm preemption) or SIGINT (Ctrl-C):
-    then it saves after the current step and stops the run with :class:`RunInterruptedError`. A
-    second Ctrl-C aborts at once. All writes are atomic (see :class:`AtomicCheckpointIO`).
+    validation), at the end of training, and on SIGTERM (Slurm preemption), SIGINT (Ctrl-C) or,
+    in a Slurm job, SIGUSR1/SIGUSR2 (the warning before the time limit, see
+    :mod:`survae.training.slurm`): then it saves after the current step and stops the run with
+    :class:`RunInterruptedError` (all ranks of a distributed run at the same step). A second
+    Ctrl-C aborts at once. All writes are atomic (see :class:`AtomicCheckpointIO`).
     """
 
     FILENAME = "last.ckpt"
@@ -174,14 +178,21 @@ class LatestCheckpoint(Checkpoint):
         self._signal = "SIGINT"
         print("\n[survae] Ctrl-C: saving the latest state after this step (again to abort)")
 
+    def _on_requeue_signal(self, signame: str) -> None:
+        if self._signal is None:
+            self._signal = signame
+            print(f"\n[survae] {signame}: saving the latest state after this step", flush=True)
+
     def on_fit_start(self, trainer, pl_module) -> None:
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            slurm.install_requeue_handlers(self._on_requeue_signal)
 
     def _restore_sigint(self) -> None:
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+            slurm.restore_requeue_handlers()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         self._restore_sigint()
@@ -192,21 +203,29 @@ class LatestCheckpoint(Checkpoint):
         self._last_saved_step = trainer.global_step
         self._last_saved_time = time.monotonic()
 
-    def _due(self, trainer) -> bool:
+    def _decide(self, trainer) -> tuple[str | None, bool]:
+        """The signal to stop on (None: go on) and whether a periodic save is due; the same
+        on every rank (every rank must take part in a save, and all stop at the same step)."""
         step = trainer.global_step
+        signame = "SIGTERM" if trainer.received_sigterm else self._signal
         due = bool(self.every_n_steps) and step % int(self.every_n_steps) == 0
         if self.every_seconds is not None:
             due = due or time.monotonic() - self._last_saved_time >= self.every_seconds
-            if trainer.world_size > 1:  # every rank must take part in a save
-                due = bool(trainer.strategy.broadcast(due, src=0))
-        return due and step != self._last_saved_step
+        if trainer.world_size > 1:  # any rank's signal stops all; any rank's clock saves all
+            signum = int(getattr(signal, signame)) if signame else 0
+            flags = torch.tensor([signum, int(due)], device=trainer.strategy.root_device)
+            flags = trainer.strategy.reduce(flags, reduce_op="max")
+            signum, due = int(flags[0]), bool(flags[1])
+            if signame is None and signum:
+                signame = signal.Signals(signum).name
+        return signame, due and step != self._last_saved_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        signame = "SIGTERM" if trainer.received_sigterm else self._signal
+        signame, due = self._decide(trainer)
         if signame is not None:
             self.save(trainer)
             raise RunInterruptedError(signame, trainer.global_step, self.path)
-        if self._due(trainer):
+        if due:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -1,8 +1,12 @@
 """Experiment loggers: W&B by default (offline when there is no API key), CSV, TensorBoard.
 
 W&B runs are quiet (no banners, tips or sync reminders on the console) and are written under
-the run folder, ``<output_dir>/wandb/offline-run-*`` when offline; upload them later with
-``wandb sync <output_dir>/wandb/offline-run-*``. :func:`finish_logger` closes a run and marks
+the run folder, ``<output_dir>/wandb/offline-run-*`` when offline (under ``logger.dir`` when
+set: a sweep's jobs share ``<sweep>/wandb/``); upload them later with ``wandb sync
+<dir>/wandb/offline-run-*``. A run keeps its W&B id in ``<output_dir>/wandb-run-id``, so a
+requeued or resumed run continues the same W&B run. W&B's service process is started with the
+scheduler's signals blocked (Slurm signals every process of a job; the service must outlive a
+preemption until the run has finished its record). :func:`finish_logger` closes a run and marks
 it failed when the training failed.
 """
 
@@ -10,16 +14,22 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
 import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from survae.config_check import ConfigError
+from survae.training.run_folder import atomic_write_text
+from survae.training.slurm import scheduler_signals_blocked
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
+#: the file in a run folder that holds the run's W&B id
+WANDB_ID_FILE = "wandb-run-id"
 
 
 def wandb_credentials_present() -> bool:
@@ -52,26 +62,63 @@ def build_logger(
     if kind == "none":
         return None
     if kind == "csv":
+        _keep_earlier_metrics(os.path.join(save_dir, name or "csv"))
         return CSVLogger(save_dir=save_dir, name=name or "csv", version="")
     if kind == "tensorboard":
         return TensorBoardLogger(save_dir=save_dir, name=name or "tensorboard", version="")
     mode = resolve_wandb_mode(cfg.get("mode"))
     os.environ.setdefault("WANDB_SILENT", "true")  # no banners, tips or sync reminders
+    run_id = wandb_run_id(save_dir)
+    wandb_dir = str(cfg.get("dir") or save_dir)
+    os.makedirs(wandb_dir, exist_ok=True)
     try:
-        logger = _wandb_logger(cfg, name, save_dir, mode)
+        logger = _wandb_logger(cfg, name, wandb_dir, mode, run_id)
     except Exception as err:  # no network, bad key, server down: keep the run, log offline
         if mode != "online":
             raise
         warnings.warn(f"W&B could not start online ({err}); logging offline instead", stacklevel=2)
-        logger = _wandb_logger(cfg, name, save_dir, "offline")
+        logger = _wandb_logger(cfg, name, wandb_dir, "offline", run_id)
     if run_config is not None:
         logger.log_hyperparams(dict(run_config))
     return logger
 
 
-def _wandb_logger(cfg: Mapping[str, Any], name: str | None, save_dir: str, mode: str):
+def _keep_earlier_metrics(folder: str) -> None:
+    """A resumed (requeued) run's CSV logger would delete the ``metrics.csv`` of its earlier
+    sessions: keep it as ``metrics-<n>.csv`` (n = 1, 2, ... in session order)."""
+    path = os.path.join(folder, "metrics.csv")
+    if rank_zero_only.rank != 0 or not os.path.isfile(path):
+        return
+    n = 1
+    while os.path.exists(os.path.join(folder, f"metrics-{n}.csv")):
+        n += 1
+    os.replace(path, os.path.join(folder, f"metrics-{n}.csv"))
+
+
+def wandb_run_id(run_dir: str) -> str:
+    """The W&B id of the run in ``run_dir``: the one it had (a requeued or resumed run
+    continues its W&B run), else a new one, recorded there."""
+    path = os.path.join(run_dir, WANDB_ID_FILE)
+    try:
+        with open(path) as f:
+            run_id = f.read().strip()
+        if run_id:
+            return run_id
+    except OSError:
+        pass
+    run_id = secrets.token_hex(4)
+    if rank_zero_only.rank == 0:  # a distributed run's logger lives on rank 0
+        atomic_write_text(path, run_id + "\n")
+    return run_id
+
+
+def _wandb_logger(
+    cfg: Mapping[str, Any], name: str | None, save_dir: str, mode: str, run_id: str
+) -> WandbLogger:
     kwargs: dict[str, Any] = {"mode": mode} if mode == "disabled" else {}
     logger = WandbLogger(
+        id=run_id,
+        resume="allow",
         project=cfg.get("project", "survae"),
         entity=cfg.get("entity"),
         name=name,
@@ -89,7 +136,8 @@ def _wandb_logger(cfg: Mapping[str, Any], name: str | None, save_dir: str, mode:
     )
     # Lightning passes ``anonymous=None``, which W&B >= 0.19 answers with a deprecation warning
     getattr(logger, "_wandb_init", {}).pop("anonymous", None)
-    _ = logger.experiment  # start now, so a failure to connect is caught here (bounded wait)
+    with scheduler_signals_blocked():  # W&B's service (started now) inherits the block
+        _ = logger.experiment  # start now, so a failure to connect is caught here (bounded wait)
     return logger
 
 
@@ -131,7 +179,10 @@ def _finish_run(run: Any, failed: bool) -> str | None:
         return None
     offline = getattr(run.settings, "_offline", False)
     offline_dir = os.path.dirname(run.dir) if offline and getattr(run, "dir", None) else None
-    if failed:
-        run.summary["survae/status"] = "failed"
-    run.finish(exit_code=1 if failed else 0)
+    try:
+        if failed:
+            run.summary["survae/status"] = "failed"
+        run.finish(exit_code=1 if failed else 0)
+    except (ConnectionError, OSError) as err:  # the service was killed (e.g. by a scheduler)
+        warnings.warn(f"W&B run {run.id} could not be finished ({err})", stacklevel=2)
     return offline_dir

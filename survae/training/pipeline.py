@@ -33,6 +33,7 @@ from survae.config_check import ConfigError, check_kwargs
 from survae.data.fake import fake_data_marker
 from survae.runtime.heap import retain_heap
 from survae.runtime.threads import configure_threads
+from survae.training import slurm
 from survae.training.callbacks import SampleFigures
 from survae.training.checkpoint import (
     AtomicCheckpointIO,
@@ -259,6 +260,7 @@ def _build_trainer(
     )
     trainer_kwargs = dict(cfg.get("trainer") or {})
     check_kwargs(pl.Trainer, trainer_kwargs, "trainer")
+    slurm.silence_srun_hint()  # for the duration of quiet_lightning()
     trainer = pl.Trainer(
         **trainer_kwargs,
         logger=logger if logger is not None else False,
@@ -422,7 +424,7 @@ def write_run_record(
         "hardware": hardware_description(),
         "num_parameters": num_params,
         "seed": cfg.get("seed"),
-        "command": " ".join(sys.argv),
+        "command": run_info.get("command") or " ".join(sys.argv),
         "checkpoint": results.get("checkpoint"),  # the tested weights
         "test_checkpoint": cfg.get("test_checkpoint", "best"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -78,11 +78,11 @@ def test_online_failure_falls_back_to_offline(monkeypatch, tmp_path):
     calls = []
     real = loggers._wandb_logger
 
-    def flaky(cfg, name, save_dir, mode):
+    def flaky(cfg, name, save_dir, mode, *rest):
         calls.append(mode)
         if mode == "online":
             raise ConnectionError("no route to host")
-        return real(cfg, name, save_dir, mode)
+        return real(cfg, name, save_dir, mode, *rest)
 
     monkeypatch.setattr(loggers, "_wandb_logger", flaky)
     monkeypatch.setenv("WANDB_MODE", "online")
@@ -90,6 +90,31 @@ def test_online_failure_falls_back_to_offline(monkeypatch, tmp_path):
         logger = loggers.build_logger({"type": "wandb"}, str(tmp_path))
     assert calls == ["online", "offline"]
     logger.experiment.finish()
+
+
+def test_wandb_run_keeps_its_id_and_a_sweep_shares_one_folder(monkeypatch, tmp_path):
+    """A requeued or resumed run continues its W&B run (same id); ``logger.dir`` (a sweep's
+    folder) holds the W&B files of all its jobs."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir, shared = tmp_path / "0_job", tmp_path / "sweep"
+    run_dir.mkdir()
+    ids = []
+    for _ in range(2):  # the job and its requeued self
+        logger = loggers.build_logger({"type": "wandb", "dir": str(shared)}, str(run_dir))
+        ids.append(logger.experiment.id)
+        loggers.finish_logger(logger, failed=False)
+    assert ids[0] == ids[1] == (run_dir / loggers.WANDB_ID_FILE).read_text().strip()
+    assert list((shared / "wandb").glob(f"offline-run-*-{ids[0]}"))  # one a second at most
+    assert not (run_dir / "wandb").exists()
+
+
+def test_csv_logger_of_a_resumed_run_keeps_the_earlier_metrics(tmp_path):
+    for value in (1.0, 2.0):
+        logger = loggers.build_logger({"type": "csv"}, str(tmp_path))
+        logger.log_metrics({"train/nll": value}, step=int(value))
+        loggers.finish_logger(logger, failed=False)
+    assert "1.0" in (tmp_path / "csv" / "metrics-1.csv").read_text()
+    assert "2.0" in (tmp_path / "csv" / "metrics.csv").read_text()
 
 
 def test_wandb_run_prints_nothing(monkeypatch, tmp_path, capfd):
