@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -65,15 +66,55 @@ def sweep_objective(results: dict[str, Any], objective: str = "val_best") -> flo
     return None if value is None else float(value)
 
 
+class SweepJobError(RuntimeError):
+    """A sweep's job ended without a result, or with an error (:mod:`survae.app.launcher`)."""
+
+
+#: how this command was started (``python run.py``, ``survae-run``); sweep jobs inherit it
+PROG_ENV = "SURVAE_PROG"
+
+
 def exit_if_interrupted(results: dict[str, Any]) -> None:
-    """After SIGTERM/Ctrl-C (latest state saved), exit with the shell's code for that signal."""
-    if results.get("interrupted"):
-        sys.exit(128 + int(getattr(signal, str(results["interrupted"]))))
+    """After a signal stopped training (latest state saved), exit with the shell's code for
+    it; Slurm's time-limit signals first requeue the job (:func:`survae.training.slurm.requeue`)."""
+    signame = results.get("interrupted")
+    if not signame:
+        return
+    if signame in ("SIGUSR1", "SIGUSR2"):
+        from survae.training import slurm
+
+        slurm.requeue(str(signame))
+    sys.exit(128 + int(getattr(signal, str(signame))))
+
+
+def reproducible_command(overrides: Sequence[str]) -> str:
+    """The command line that runs this job alone: the program and the job's own overrides (a
+    sweep job's values, not the sweep's lists, nor the launcher that ran it)."""
+    prog = os.environ.get(PROG_ENV) or "python run.py"
+    return " ".join([prog, *(shlex.quote(str(o)) for o in overrides)])
+
+
+def _job_config(cfg: Any) -> dict[str, Any]:
+    """The run's config as a plain mapping, with how to run it again and, in a sweep, the W&B
+    folder all of the sweep's jobs share (``wandb leet <sweep>`` lists them together)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    hydra_cfg = HydraConfig.get()
+    run_info = container.setdefault("run_info", {}) or {}
+    run_info["command"] = reproducible_command(list(hydra_cfg.overrides.task))
+    container["run_info"] = run_info
+    logger = container.get("logger") or {}
+    if hydra_cfg.mode == RunMode.MULTIRUN and logger.get("type") == "wandb":
+        logger.setdefault("dir", os.path.abspath(str(hydra_cfg.sweep.dir)))
+    return container
 
 
 def _hydra_main():
     import hydra
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
     from survae.training import resolvers
 
@@ -84,7 +125,7 @@ def _hydra_main():
         from survae.training import train
 
         with one_line_errors_in_single_runs():
-            container = OmegaConf.to_container(cfg, resolve=True)
+            container = _job_config(cfg)
             results = train(container)
         exit_if_interrupted(results)
         return sweep_objective(results, str(container.get("objective", "val_best")))
@@ -119,6 +160,7 @@ def _resume_main(argv: Sequence[str]) -> None:
     from survae.training.resume import resume_config
 
     cfg, changes = resume_config(argv)
+    cfg.setdefault("run_info", {})["command"] = reproducible_command(argv)
     if changes:
         print(f"[survae] overrides on top of the saved config: {', '.join(changes)}")
     exit_if_interrupted(train(cfg))
@@ -134,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = [a for a in argv if a != "--debug"]
     try:
         _dispatch(argv)
+    except SweepJobError as err:  # the sweep's table is printed; one line says what failed
+        if _FULL_TRACEBACK:
+            raise
+        print(f"Error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except Exception as err:
         if _FULL_TRACEBACK or not is_user_error(err):
             raise
@@ -159,5 +206,7 @@ def _dispatch(argv: list[str]) -> None:
         return
     # Hydra re-raises instead of printing its own report, so main() can print one line
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    prog = os.path.basename(sys.argv[0])
+    os.environ[PROG_ENV] = prog if prog.startswith("survae") else f"python {sys.argv[0]}"
     sys.argv = [sys.argv[0], *argv]
     _hydra_main()()

@@ -95,9 +95,14 @@ def _is_multirun(root: Any) -> bool:
 
 
 def job_name(*, _root_: Any) -> str:
-    """The run name plus the overrides that distinguish this job (hydra.* excluded)."""
-    shown = [o for o in _task_overrides(_root_) if not _override_key(o).startswith("hydra")]
+    """The run name plus the overrides that distinguish this job (hydra.* excluded, and the
+    experiment when the name already is it): ``abs_flow_corners[seed=1]``."""
     base = run_name(_root_=_root_)
+    shown = [
+        o
+        for o in _task_overrides(_root_)
+        if not _override_key(o).startswith("hydra") and o != f"experiment={base}"
+    ]
     return f"{base}[{','.join(shown)}]" if shown else base
 
 
