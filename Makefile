@@ -33,7 +33,7 @@ run: install
 	WANDB_MODE=$${WANDB_MODE:-offline} $(PY) run.py $(ARGS)
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not gpu and not docs" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not gpu and not docs and not cluster" $(ARGS)
 
 test-full: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
