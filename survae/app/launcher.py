@@ -45,7 +45,6 @@ ENDED = {
     "FAILED",
     "NODE_FAIL",
     "OUT_OF_MEMORY",
-    "PREEMPTED",
     "TIMEOUT",
 }
 
