@@ -67,7 +67,13 @@ FAMILIES: list[tuple[str, tuple[str, ...], str]] = [
     ),
 ]
 #: the data kinds in the order of the data row, and how the row names them
-KINDS = {"toy": "2-D", "image": "images", "points": "point sets", "tabular": "tabular"}
+KINDS = {
+    "toy": "2-D",
+    "image": "images",
+    "points": "point sets",
+    "tabular": "tabular",
+    "target": "target densities",
+}
 #: what follows the option list of a group
 GROUP_NOTES = {
     "experiment": "the paper zoo (below)",

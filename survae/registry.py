@@ -24,14 +24,21 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-KINDS: tuple[str, ...] = ("layer", "network", "distribution", "architecture", "dataset")
+KINDS: tuple[str, ...] = (
+    "layer",
+    "network",
+    "distribution",
+    "architecture",
+    "dataset",
+    "target",
+)
 
 _REGISTRIES: dict[str, dict[str, Callable[..., Any]]] = {kind: {} for kind in KINDS}
 
 T = TypeVar("T", bound=Callable[..., Any])
 
 #: kinds whose modules are heavy (they pull in Lightning) are imported on first lookup
-_LAZY_MODULES: dict[str, str] = {"dataset": "survae.data"}
+_LAZY_MODULES: dict[str, str] = {"dataset": "survae.data", "target": "survae.distributions.targets"}
 
 
 class UnknownNameError(KeyError):

@@ -32,6 +32,7 @@ KIND_TITLES = {
     "distribution": "Distributions",
     "architecture": "Architectures",
     "dataset": "Data sets",
+    "target": "Targets",
 }
 KIND_INTROS = {
     "layer": "Transforms a model is built from. Each maps data to latent with ``forward(x) -> "
@@ -42,6 +43,8 @@ KIND_INTROS = {
     "architecture": "Builders that compose registered layers into a paper's model "
     "(``architecture`` in ``configs/model/*.yaml``).",
     "dataset": "Data sets (``configs/data/*.yaml``, ``data=NAME`` on the command line).",
+    "target": "Unnormalised target densities for reverse-KL / alpha-divergence training "
+    "(``data=target data.target.name=NAME``).",
 }
 #: where each kind sits in a config, for the YAML example
 YAML_PLACE = {
@@ -50,6 +53,7 @@ YAML_PLACE = {
     "distribution": "base: {entry}",
     "architecture": "# configs/model/my_model.yaml  ->  python run.py model=my_model\n{block}",
     "dataset": "# configs/data/my_data.yaml  ->  python run.py data=my_data\n{block}",
+    "target": "# data=target: what the flow is trained towards\ntarget: {entry}",
 }
 #: the paper each experiment reproduces, by experiment-name prefix (first match wins), and the
 #: paper's official code ("" where none is linked)
@@ -69,6 +73,8 @@ PAPERS: list[tuple[tuple[str, ...], str, str]] = [
     (("umnn",), "UMNN (Wehenkel & Louppe 2019)", "https://github.com/AWehenkel/UMNN"),
     (("iaf",), "IAF (Kingma et al. 2016)", "https://github.com/openai/iaf"),
     (("vae",), "VAE (Kingma & Welling 2014)", ""),
+    (("residual_flow",), "Residual Flows (Chen et al. 2019)",
+     "https://github.com/rtqichen/residual-flows"),
 ]  # fmt: skip
 OTHER_PAPER = ("Other experiments", "")
 METRIC_UNITS = {

@@ -20,6 +20,7 @@ from survae.data import (  # noqa: F401  (registers)
     omniglot,
     spatial_mnist,
     svhn,
+    target,
     toy,
     uci,
 )

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from survae.data.errors import flat_reason, is_download_failure
 from survae.errors import DownloadError
 
-KINDS = ("image", "points", "tabular", "toy")
+KINDS = ("image", "points", "tabular", "toy", "target")
 
 
 class ArrayDataset(Dataset):

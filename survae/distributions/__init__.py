@@ -21,8 +21,20 @@ from survae.distributions.simple import (
     StandardNormal,
     StandardUniform,
 )
+from survae.distributions.targets import (
+    DoubleWell,
+    GaussianMixtureTarget,
+    RingEnergy,
+    Target,
+    TwoMoonsEnergy,
+)
 
 __all__ = [
+    "DoubleWell",
+    "GaussianMixtureTarget",
+    "RingEnergy",
+    "Target",
+    "TwoMoonsEnergy",
     "ConditionalBernoulli",
     "ConditionalCategorical",
     "ConditionalDistribution",

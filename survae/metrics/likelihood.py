@@ -92,13 +92,24 @@ _UNITS = {
     "bpd": "bits per dimension",
     "ppll": "nats per point",
     "nll": "nats per example",
+    "reverse_kl": "nats per sample",
 }
+
+
+def reverse_kl(log_weight: Tensor, num_dims: int | None = None) -> Tensor:
+    """``log q(x) - log p̃(x)`` per sample ``x ~ q`` (``log_weight = log p̃ - log q``), whose
+    mean is the reverse KL ``KL(q ‖ p)`` minus ``log Z`` (lower is better); for a flow trained
+    towards an unnormalised target (``data=target``)."""
+    return -log_weight
+
 
 _BY_KIND = {
     "image": LikelihoodMetric("bpd", bits_per_dim, False),
     "points": LikelihoodMetric("ppll", per_point_log_likelihood, True),
     "tabular": LikelihoodMetric("nll", negative_log_likelihood, False),
     "toy": LikelihoodMetric("nll", negative_log_likelihood, False),
+    # a target density: the metric gets the log importance weights log p̃ - log q of samples
+    "target": LikelihoodMetric("reverse_kl", reverse_kl, False),
 }
 
 DATA_KINDS: tuple[str, ...] = tuple(_BY_KIND)

@@ -1,4 +1,6 @@
-"""The Lightning module: maximum-likelihood training of a flow built from a model spec."""
+"""The Lightning module: maximum-likelihood training of a flow built from a model spec, or
+(``data=target``) training towards an unnormalised target density by reverse KL or an
+alpha-divergence (:mod:`survae.training.variational`)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,17 @@ import pytorch_lightning as pl
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from survae import registry
 from survae.metrics import importance_weighted_log_prob, metric_for
 from survae.models import build_model
 from survae.runtime.speed import apply_speed_options, compile_if_it_pays
 from survae.training.optim import build_optimizer, build_scheduler
+from survae.training.variational import (
+    check_loss,
+    divergence_loss,
+    importance_diagnostics,
+    sample_log_weights,
+)
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -49,6 +58,7 @@ class FlowModule(pl.LightningModule):
         nonfinite_checkpoint_dir: str | None = None,
         data_config: Mapping[str, Any] | None = None,
         speed: Mapping[str, Any] | None = None,
+        loss: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         # data_config is stored (not used) so evaluation scripts can rebuild the data
@@ -79,6 +89,11 @@ class FlowModule(pl.LightningModule):
         self.test_iw_chunk = test_iw_chunk
         self.check_finite = check_finite
         self.nonfinite_checkpoint_dir = nonfinite_checkpoint_dir
+        # data=target: trained towards data.target by reverse KL / alpha-divergence
+        self.loss_kind, self.alpha = check_loss(loss, self.kind)
+        self.target = None
+        if self.kind == "target" and data_config is not None:
+            self.target = registry.build_from_spec("target", data_config["target"])
 
     # ---------------------------------------------------------------- objective
     @property
@@ -107,7 +122,35 @@ class FlowModule(pl.LightningModule):
         )
         return value
 
+    def _target_step(self, split: str, batch: torch.Tensor) -> torch.Tensor:
+        """Samples from the flow scored by the target: logs ``{split}/reverse_kl`` (the
+        metric), ``ess`` and ``log_z`` (and ``kl``/``log_z_error`` when ``log Z`` is known);
+        returns the training loss of ``loss.kind``."""
+        if self.target is None:
+            raise ValueError("data=target: the module needs data_config with a 'target'")
+        model = self.model if split == "train" else self.eval_model
+        log_w = sample_log_weights(model, self.target, split_batch(batch)[0].shape[0])
+        value = self._log_metric(split, log_w, model.exact)
+        stats = importance_diagnostics(log_w)
+        log_z = self.target.log_normalizer
+        if log_z is not None:
+            stats["kl"] = value.detach() + log_z
+            stats["log_z_error"] = stats["log_z"] - log_z
+        on_step = split == "train"
+        for key, v in stats.items():
+            self.log(f"{split}/{key}", v, on_step=on_step, on_epoch=True,
+                     sync_dist=not on_step, batch_size=log_w.shape[0])  # fmt: skip
+        return divergence_loss(log_w, self.loss_kind, self.alpha)
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        if self.kind == "target":
+            loss = self._target_step("train", batch)
+            if self.check_finite and not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"Loss became {loss.item()} at step {self.global_step}; lower the "
+                    "learning rate or check the target's support"
+                )
+            return loss
         x, context = split_batch(batch)
         # == log_prob; goes through the compiled graph if enabled
         log_prob = self.model(x) if context is None else self.model(x, context)
@@ -138,11 +181,17 @@ class FlowModule(pl.LightningModule):
             self.ema.update_parameters(self.model)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        if self.kind == "target":
+            self._target_step("val", batch)
+            return
         model = self.eval_model
         x, context = split_batch(batch)
         self._log_metric("val", model.log_prob(x, context), model.exact)
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        if self.kind == "target":
+            self._target_step("test", batch)
+            return
         model = self.eval_model
         x, context = split_batch(batch)
         if model.exact or self.test_iw_samples <= 1:

@@ -55,7 +55,12 @@ def test_counts_must_be_positive_ints(bad):
 
 
 def test_metric_for_data_kinds():
-    assert set(DATA_KINDS) == {"image", "points", "tabular", "toy"}
+    assert set(DATA_KINDS) == {"image", "points", "tabular", "toy", "target"}
+    target = metric_for("target")  # gets log w = log p~ - log q; reports log q - log p~
+    assert (target.name, target.higher_is_better, target.unit) == (
+        "reverse_kl", False, "nats per sample"
+    )  # fmt: skip
+    torch.testing.assert_close(target(torch.tensor([0.5, -1.0]), 2), torch.tensor([-0.5, 1.0]))
     image = metric_for("image")
     name, fn, higher = image
     assert (name, higher, image.unit) == ("bpd", False, "bits per dimension")
