@@ -64,10 +64,12 @@ def test_toy_flow_and_toy_aug_flow_train_on_tiny_data(tmp_path):
     assert math.isfinite(results["test"]["test/nll"])
 
     cfg = compose_config(["experiment=toy_aug_flow", *overrides], tmp_path / "aug")
-    assert cfg["test_iw_samples"] == 100
+    assert cfg["test_iw_samples"] == 10
     dm = build_datamodule(cfg["data"], seed=0)
     model = _model(cfg, dm)
     assert isinstance(model.transforms[0], Augment) and not model.exact
+    couplings = [t for t in model.transforms if isinstance(t, AffineCoupling)]
+    assert len(couplings) == 4 and all(t.scale_fn == "softplus" for t in couplings)
     assert model.base_dist.shape == (4,)
     assert model.sample(5).shape == (5, 2)
     cfg["test_iw_samples"] = 4
