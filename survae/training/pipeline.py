@@ -23,7 +23,6 @@ from pytorch_lightning.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
-    RichProgressBar,
 )
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -44,6 +43,7 @@ from survae.training.checkpoint import (
 )
 from survae.training.loggers import build_logger, finish_logger, finish_wandb_run
 from survae.training.module import FlowModule
+from survae.training.progress import RunClock, ValidateAtEnd, progress_bar
 from survae.training.run_folder import (
     RunFolder,
     atomic_write_text,
@@ -52,6 +52,7 @@ from survae.training.run_folder import (
     resume_command,
     write_config_record,
 )
+from survae.training.run_record import epochs_trained, state_and_reason, write_failure_record
 from survae.training.validation import validate_run_config
 
 
@@ -110,12 +111,19 @@ def _context_labels(dm: pl.LightningDataModule) -> list[str] | None:
 
 
 def build_callbacks(
-    cfg: Mapping[str, Any], ckpt_dir: str, out_dir: str, metric: Any, has_logger: bool = True
+    cfg: Mapping[str, Any],
+    ckpt_dir: str,
+    out_dir: str,
+    metric: Any,
+    has_logger: bool = True,
+    show_progress: bool = True,
 ) -> list:
     """Checkpointing (best by the validation metric, and the latest state as ``last.ckpt``;
-    both atomic), exact-resume state, early stopping, LR monitor, samples, progress bar."""
-    cbs: list[pl.Callback] = [ExactResumeState()]
+    both atomic), exact-resume state, a validation at the end of training, the run's clock,
+    early stopping, LR monitor, samples, progress (``rich_progress_bar``: Rich's bar in a
+    terminal, else plain lines every ``progress_every_n_steps`` steps and per epoch)."""
     monitor = f"val/{metric.name}"
+    cbs: list[pl.Callback] = [ExactResumeState(), ValidateAtEnd(), RunClock(monitor)]
     mode = "max" if metric.higher_is_better else "min"
     cbs.append(
         ModelCheckpoint(
@@ -160,8 +168,9 @@ def build_callbacks(
                 title=samples.get("title"),
             )
         )
-    if cfg.get("rich_progress_bar", True):
-        cbs.append(RichProgressBar(leave=True))
+    if show_progress:
+        every = int(cfg.get("progress_every_n_steps") or 50)
+        cbs.append(progress_bar(bool(cfg.get("rich_progress_bar", True)), every))
     return cbs
 
 
@@ -193,10 +202,12 @@ def train(cfg: Mapping[str, Any]) -> dict[str, Any]:
     pl.seed_everything(seed, workers=True, verbose=False)
     out_dir = str(cfg["paths"]["output_dir"])
     ckpt_dir = os.path.join(out_dir, "checkpoints")
+    stage = {"trained": False}  # set once training starts: see write_failure_record
     with RunFolder(out_dir), quiet_lightning():
         try:
-            return _train_in_folder(cfg, seed, out_dir, ckpt_dir)
-        except BaseException:
+            return _train_in_folder(cfg, seed, out_dir, ckpt_dir, stage)
+        except BaseException as err:
+            write_failure_record(out_dir, cfg, err, trained=stage["trained"])
             finish_wandb_run(failed=True)  # W&B shows the run as failed, not as running
             raise
 
@@ -256,11 +267,16 @@ def _build_trainer(
     """The Lightning trainer of the config, with survae's callbacks, atomic checkpoint writes
     and the logger (None when ``logger.type`` is none)."""
     logger = build_logger(cfg.get("logger") or {"type": "none"}, out_dir, run_config=cfg)
-    callbacks = build_callbacks(
-        cfg.get("callbacks") or {}, ckpt_dir, out_dir, module.metric, logger is not None
-    )
     trainer_kwargs = dict(cfg.get("trainer") or {})
     check_kwargs(pl.Trainer, trainer_kwargs, "trainer")
+    show_progress = trainer_kwargs.get("enable_progress_bar", True) is not False
+    callbacks = build_callbacks(
+        cfg.get("callbacks") or {}, ckpt_dir, out_dir, module.metric, logger is not None,
+        show_progress,
+    )  # fmt: skip
+    # the logger has the run's config already: the module's arguments again (model_spec,
+    # data_config) would list every value twice
+    trainer_kwargs.setdefault("enable_autolog_hparams", False)
     slurm.silence_srun_hint()  # for the duration of quiet_lightning()
     trainer = pl.Trainer(
         **trainer_kwargs,
@@ -271,7 +287,15 @@ def _build_trainer(
     )
     if logger is not None:
         exact = "exact" if module.model.exact else "bound"
-        logger.log_hyperparams({"num_parameters": num_params, "likelihood": exact})
+        info = module.hparams.get("data_info") or {}
+        logger.log_hyperparams(
+            {
+                "num_parameters": num_params,
+                "likelihood": exact,
+                "data_kind": info.get("kind"),
+                "data_shape": list(info.get("shape") or []),
+            }
+        )
     return trainer, logger
 
 
@@ -311,6 +335,10 @@ def _fit_results(
     # the weights that are (or would be) tested: best by validation, or the final ones
     use_best = _tests_best(cfg)
     metric = module.metric.name
+    last_val = trainer.callback_metrics.get(f"val/{metric}")
+    if last_val is None:  # this session did not validate (e.g. resumed at its end)
+        clock = next((c for c in trainer.callbacks if isinstance(c, RunClock)), None)
+        last_val = clock.last_value if clock is not None else None
     return {
         "checkpoint": (best or last) if use_best else last,
         "best_checkpoint": best,
@@ -319,9 +347,10 @@ def _fit_results(
         "output_dir": out_dir,
         "val": {
             "best": _as_float(getattr(ckpt_cb, "best_model_score", None)),
-            "last": _as_float(trainer.callback_metrics.get(f"val/{metric}")),
+            "last": _as_float(last_val),
         },
         "interrupted": interrupted,
+        "epochs": epochs_trained(trainer),  # before testing replaces the trainer's loaders
     }
 
 
@@ -346,6 +375,9 @@ def _test(
         ckpt = best if use_best and best and not fast_dev_run else None
         tested = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
         results["test"] = tested[0] if tested else {}
+        results["tested"] = "best" if ckpt else "last"  # what was tested, not what was asked
+        if not ckpt:
+            results["checkpoint"] = results["last_checkpoint"]
     value = results.get("test", {}).get(f"test/{metric}")
     exact = "exact" if module.model.exact else "bound"
     print(f"[survae] checkpoint: {results['checkpoint'] or '(none written)'}")
@@ -353,7 +385,9 @@ def _test(
         print(f"[survae] test/{metric} = {value:.4f} ({exact})")
 
 
-def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: str) -> dict:
+def _train_in_folder(
+    cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: str, stage: dict[str, bool]
+) -> dict:
     ckpt_path = _checkpoint_to_resume(cfg, ckpt_dir)
     write_config_record(out_dir, cfg)
     dm, module, num_params = _build_module(cfg, seed, ckpt_dir)
@@ -361,6 +395,7 @@ def _train_in_folder(cfg: Mapping[str, Any], seed: int, out_dir: str, ckpt_dir: 
     if ckpt_path is not None:
         print(f"[survae] resuming from {ckpt_path}")
     trust = bool(cfg.get("trust_checkpoint", False))
+    stage["trained"] = True
     interrupted, fit_seconds = _fit(trainer, module, dm, ckpt_path, trust)
     latest = os.path.join(ckpt_dir, LatestCheckpoint.FILENAME)
     results = _fit_results(cfg, trainer, module, out_dir, latest, interrupted)
@@ -400,6 +435,9 @@ def write_run_record(
     """``results.json`` in the run folder: what ``scripts/report.py`` tabulates."""
     metric = results["metric"]
     run_info = cfg.get("run_info") or {}
+    state, reason = state_and_reason(results, int(trainer.global_step))
+    clock = next((c for c in trainer.callbacks if isinstance(c, RunClock)), None)
+    total_seconds = clock.total_seconds() if clock is not None else fit_seconds
     data_cfg = cfg.get("data") or {}
     data_name = data_cfg.get("name")
     marker = fake_data_marker(data_name, data_cfg.get("root"))
@@ -411,6 +449,8 @@ def write_run_record(
         "fake_data": marker is not None,  # the stand-in writer's marker, never the name
         "fake_data_marker": marker["path"] if marker else None,
         "debug": bool(run_info.get("debug") or (cfg.get("trainer") or {}).get("fast_dev_run")),
+        "state": state,  # finished | interrupted (failed, diverged: write_failure_record)
+        "reason": reason,
         "finished": not results.get("interrupted"),
         "interrupted": results.get("interrupted"),
         "metric": metric,
@@ -420,14 +460,16 @@ def write_run_record(
         "exact": exact,
         "test_iw_samples": int(cfg.get("test_iw_samples", 1)),
         "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "wall_time_s": round(fit_seconds, 1),
+        "epochs": results.get("epochs"),  # a fraction: survae.training.run_record
+        "completed_epochs": int(results.get("epochs") or 0),
+        "wall_time_s": round(total_seconds, 1),  # all sessions of a resumed run
+        "session_wall_time_s": round(fit_seconds, 1),
         "hardware": hardware_description(),
         "num_parameters": num_params,
         "seed": cfg.get("seed"),
         "command": run_info.get("command") or " ".join(sys.argv),
         "checkpoint": results.get("checkpoint"),  # the tested weights
-        "test_checkpoint": cfg.get("test_checkpoint", "best"),
+        "test_checkpoint": results.get("tested") or cfg.get("test_checkpoint", "best"),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     path = os.path.join(out_dir, "results.json")

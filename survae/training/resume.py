@@ -71,6 +71,7 @@ def resume_config(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
         if key in ("resume", "ckpt_path"):
             continue
         changes.append(_apply_override(cfg, key, raw))
+        _record_override(cfg, key, raw)
     if ckpt is None:
         ckpt = str(folder / "checkpoints" / "last.ckpt")
         if not Path(ckpt).is_file():
@@ -79,6 +80,17 @@ def resume_config(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     cfg["resume"] = None
     cfg.setdefault("paths", {})["output_dir"] = str(folder)
     return cfg, changes
+
+
+def _record_override(cfg: dict[str, Any], key: str, raw: str) -> None:
+    """Put ``key=raw`` into ``run_info.overrides`` (what results.json and the report show),
+    replacing the saved entry of the same key: a resumed run records what it ran with."""
+    info = cfg.get("run_info")
+    if not isinstance(info, dict):
+        info = cfg["run_info"] = {}
+    name = key.lstrip("+~")
+    kept = [o for o in info.get("overrides") or [] if str(o).partition("=")[0].lstrip("+~") != name]
+    info["overrides"] = [*kept, f"{name}={raw}"]
 
 
 def _apply_override(cfg: dict[str, Any], key: str, raw: str) -> str:

@@ -149,6 +149,10 @@ def validate_callbacks_config(callbacks: Mapping[str, Any]) -> None:
             gt=0.0,
             optional=True,
         )
+    if "rich_progress_bar" in callbacks:
+        check_bool("callbacks.rich_progress_bar", callbacks["rich_progress_bar"])
+    if "progress_every_n_steps" in callbacks:
+        check_int("callbacks.progress_every_n_steps", callbacks["progress_every_n_steps"], 1)
     early = callbacks.get("early_stopping") or {}
     if isinstance(early, Mapping):
         check_int("callbacks.early_stopping.patience", early.get("patience"), 1, optional=True)
