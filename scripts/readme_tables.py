@@ -54,6 +54,7 @@ FAMILIES: list[tuple[str, tuple[str, ...], str]] = [
     ),
     ("Neural spline flows", ("nsf", "nsf_2d"), "`nsf_*`: coupling, `nsf_ar_*`: autoregressive"),
     ("NAF / UMNN", ("naf",), "`umnn_*`: NAF with `model.transform=umnn`"),
+    ("Circular flows (torus)", ("circular_flow",), ""),
     (
         "Residual Flows / i-ResNet",
         ("residual_flow", "residual_flow_2d"),

@@ -73,6 +73,7 @@ PAPERS: list[tuple[tuple[str, ...], str, str]] = [
     (("umnn",), "UMNN (Wehenkel & Louppe 2019)", "https://github.com/AWehenkel/UMNN"),
     (("iaf",), "IAF (Kingma et al. 2016)", "https://github.com/openai/iaf"),
     (("vae",), "VAE (Kingma & Welling 2014)", ""),
+    (("circular_flow",), "Normalizing flows on tori and spheres (Rezende et al. 2020)", ""),
     (("residual_flow",), "Residual Flows (Chen et al. 2019)",
      "https://github.com/rtqichen/residual-flows"),
 ]  # fmt: skip

@@ -21,6 +21,7 @@ from survae.data import (  # noqa: F401  (registers)
     spatial_mnist,
     svhn,
     target,
+    torus,
     toy,
     uci,
 )

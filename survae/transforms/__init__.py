@@ -36,6 +36,10 @@ from survae.transforms.bijections.autoregressive_2d import (
 )
 from survae.transforms.bijections.axes import Permute, PermuteAxes, Reshape, Rotate
 from survae.transforms.bijections.batchnorm import BatchNormBijection
+from survae.transforms.bijections.circular import (
+    CircularRQSplineAutoregressive,
+    CircularRQSplineCoupling,
+)
 from survae.transforms.bijections.conditional_elementwise import (
     ConditionalAdditive,
     ConditionalAffine,
@@ -135,6 +139,8 @@ __all__ = [
     "BatchNormBijection",
     "Bijection",
     "ConditionalAbsSurjection",
+    "CircularRQSplineAutoregressive",
+    "CircularRQSplineCoupling",
     "Conv1x1",
     "Conv1x1LU",
     "ConvResidualBlock",

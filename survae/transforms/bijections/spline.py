@@ -113,6 +113,17 @@ def rational_quadratic_spline(
     ones = torch.ones_like(inner_d[..., :1])
     ds = torch.cat([ones, inner_d, ones], dim=-1)
 
+    out, log_deriv = rq_bins(v, xs, ys, ds, inverse)
+    outputs = torch.where(inside, out, inputs)
+    return outputs, torch.where(inside, log_deriv, torch.zeros_like(log_deriv))
+
+
+def rq_bins(
+    v: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, ds: torch.Tensor, inverse: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rational-quadratic spline through knots ``(xs, ys)`` (``S + (K + 1,)``, increasing)
+    with derivatives ``ds`` at every knot, on ``v`` (shape ``S``, inside the knots' range):
+    ``(outputs, log|d outputs / d inputs|)``, or the inverse map and its log-derivative."""
     search = ys if inverse else xs
     idx = torch.searchsorted(search[..., 1:-1].contiguous(), v.unsqueeze(-1), right=True)
 
@@ -140,11 +151,8 @@ def rational_quadratic_spline(
     deriv = s_k**2 * (d_k1 * xi**2 + 2 * s_k * t + d_k * (1 - xi) ** 2) / denom**2
     log_deriv = torch.log(deriv)
     if inverse:
-        log_deriv = -log_deriv
-    else:
-        out = y_k + h_k * (s_k * xi**2 + d_k * t) / denom
-    outputs = torch.where(inside, out, inputs)
-    return outputs, torch.where(inside, log_deriv, torch.zeros_like(log_deriv))
+        return out, -log_deriv
+    return y_k + h_k * (s_k * xi**2 + d_k * t) / denom, log_deriv
 
 
 class _SplineSettings:
@@ -185,6 +193,11 @@ class _SplineSettings:
             min_derivative=self.min_derivative,
         )
 
+    def _num_params(self) -> int:
+        """Network outputs per transformed element: ``K`` widths, ``K`` heights and the
+        ``K - 1`` inner derivatives."""
+        return 3 * self.num_bins - 1
+
     def _spline_repr(self) -> str:
         return f"num_bins={self.num_bins}, tail_bound={self.tail_bound}"
 
@@ -224,7 +237,7 @@ class RQSplineCoupling(_SplineSettings, _Coupling):
         unconditional_identity: bool = False,
     ):
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height, min_derivative)
-        self.params_per_element = 3 * self.num_bins - 1
+        self.params_per_element = self._num_params()
         super().__init__(num_channels, net, mask, context_channels, split_sizes, reverse_mask)
         self.identity_params: torch.nn.Parameter | None = None
         if unconditional_identity:
@@ -315,7 +328,7 @@ class RQSplineAutoregressive(_SplineSettings, Bijection):
             raise ValueError(f"RQSplineAutoregressive: features must be >= 1, got {features}")
         self.features = int(features)
         self.context_features = int(context_features)
-        self.params_per_element = 3 * self.num_bins - 1
+        self.params_per_element = self._num_params()
         hidden = [int(h) for h in hidden]
         out_channels = self.features * self.params_per_element
         if not residual:
@@ -390,4 +403,5 @@ __all__ = [
     "RQSplineCoupling",
     "check_spline_args",
     "rational_quadratic_spline",
+    "rq_bins",
 ]
