@@ -150,7 +150,11 @@ def group_runs(records: Iterable[Mapping[str, Any]], every_run: bool = False) ->
             i if every_run else 0,
         )
         groups.setdefault(key, []).append(rec)
-    return [_row(*key[:3], runs, every_run) for key, runs in sorted(groups.items())]
+    rows = [_row(*key[:3], runs, every_run) for key, runs in sorted(groups.items())]
+    metrics = {r["experiment"]: r["metric"] for r in rows if r["metric"] != "?"}
+    for row in rows:  # a row of failed runs only: its experiment's metric from the others
+        row["metric"] = metrics.get(row["experiment"], row["metric"])
+    return rows
 
 
 def _row(experiment: str, overrides: tuple, row_notes: tuple, runs: list, every_run: bool):
@@ -237,6 +241,13 @@ def _row_notes(row: Mapping[str, Any], every_run: bool) -> str:
     return ", ".join(out) or "–"
 
 
+def _exactness(row: Mapping[str, Any]) -> str:
+    """``exact`` or ``bound`` for a row's value; ``–`` for a row without runs that count."""
+    if not row["runs"]:
+        return "–"
+    return "exact" if row["exact"] else "bound"
+
+
 def table(
     records: Iterable[Mapping[str, Any]],
     targets: Mapping[str, Mapping[str, Any]],
@@ -268,7 +279,7 @@ def table(
         hardware = sorted({str(r["hardware"]) for r in runs if r.get("hardware")})
         lines.append(
             f"| {row['experiment']} | {' '.join(row['overrides']) or '–'} | {row['metric']} | "
-            f"{row['n']} | {ours} | {'exact' if row['exact'] else 'bound'} | "
+            f"{row['n']} | {ours} | {_exactness(row)} | "
             f"{_fmt(published_s)} | {diff} | "
             f"{_fmt(row['val_mean'])} | {_spread([r.get('steps') for r in runs])} | "
             f"{_spread([r.get('epochs') for r in runs])} | {_fmt(wall_s)} | "

@@ -139,13 +139,38 @@ def from_run_folder(run_dir: Path) -> dict[str, Any]:
             f"running: process {owner.get('pid', '?')} on {owner.get('host', '?')} since "
             f"{owner.get('started', '?')}"
         )
+    elif nonfinite := sorted(run_dir.glob("checkpoints/nonfinite-step*.ckpt")):
+        step = nonfinite[-1].stem.removeprefix("nonfinite-step")
+        rec["state"] = "diverged"
+        rec["reason"] = (
+            f"the loss became non-finite at step {step} (no results.json; weights before it: "
+            f"checkpoints/{nonfinite[-1].name})"
+        )
     else:
         last = "" if rec.get("steps") is None else f" (last logged step {rec['steps']})"
         rec["state"] = "incomplete"
         rec["reason"] = f"no results.json: the process ended before the run did{last}"
+        if line := _last_log_line(run_dir):
+            rec["reason"] += f"; its log ends: {line}"
     rec["overrides"] = hydra_overrides(run_dir) or []
     rec["source"] = str(run_dir)
     return rec
+
+
+def _last_log_line(run_dir: Path, width: int = 160) -> str | None:
+    """The last non-empty line of the run's log (``cli.log``), shortened to ``width``."""
+    try:
+        with (run_dir / "cli.log").open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    line = lines[-1]
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def from_summary(summary: Mapping[str, Any], experiment: Any) -> dict[str, Any] | None:

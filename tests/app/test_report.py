@@ -250,6 +250,7 @@ def _sweep_with_casualties(tmp_path: Path) -> Path:
          test=None, val=5.5, steps=40)  # fmt: skip
     _job(sweep, 4, "0.1", 0, state="failed", reason="ConfigError: optim.lr must be > 0")
     job = _job(sweep, 5, "0.1", 1)  # killed before its end: no results.json
+    (job / "cli.log").write_text("[survae] model: 10 parameters\nEpoch 0: step 12, loss 3.1\n\n")
     offline = job / "wandb" / "offline-run-20260101_000000-abc" / "files"
     offline.mkdir(parents=True)  # recent W&B versions write no wandb-summary.json offline
     (offline / "output.log").write_text("epoch 0\n")
@@ -283,6 +284,7 @@ def test_sweep_lists_failed_diverged_and_incomplete_runs_with_state_and_reason(t
     assert "optim.lr must be > 0" in listed["0optim.lr=0.1"]["reason"]
     incomplete = listed["1optim.lr=0.1"]
     assert incomplete["state"] == "incomplete" and "no results.json" in incomplete["reason"]
+    assert incomplete["reason"].endswith("its log ends: Epoch 0: step 12, loss 3.1")
     assert (sweep / "report.md").read_text().strip() == text.strip()
 
 
@@ -339,3 +341,33 @@ def test_the_script_and_the_command_print_the_same_report(tmp_path):
     )
     with pytest.raises(SystemExit, match="^report.py: no such folder"):
         _script().main([str(tmp_path / "nowhere")])
+
+
+def test_a_real_sweep_with_a_diverged_job_lists_it(tmp_path):
+    """``run.py -m`` with one job whose learning rate makes the loss non-finite at once: the
+    report of the sweep folder counts the good job, leaves the diverged one out and lists it
+    (state diverged, the step) from the run folder survae wrote."""
+    import os
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    args = [sys.executable, str(ROOT / "run.py"), "-m", "experiment=plain_flow_corners",
+            "optim.lr=1e-3,1e5", "seed=0", "trainer.max_steps=4", "data.train_size=256",
+            "data.val_size=64", "data.test_size=64", "logger=none",
+            "callbacks.samples.every_n_epochs=0", "callbacks.rich_progress_bar=false",
+            "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env.pop("SURVAE_RUN_STAMP", None)
+    subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    text = _report().main([str(sweep)])
+    rows = {
+        next(o for o in r["overrides"].split() if o.startswith("optim.lr=")): r
+        for r in _by_column(text.split("\n\n")[0])
+    }
+    assert rows["optim.lr=0.001"]["n"] == "1" and rows["optim.lr=0.001"]["notes"] == "–"
+    assert rows["optim.lr=100000.0"]["n"] == "0"
+    assert "diverged 1 left out" in rows["optim.lr=100000.0"]["notes"]
+    (listed,) = _left_out(text)
+    assert listed["state"] == "diverged" and "step 1" in listed["reason"]
+    assert listed["folder"].endswith("1_plain_flow_corners")
