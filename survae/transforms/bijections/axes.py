@@ -30,23 +30,23 @@ def _check_rank(layer: object, x: torch.Tensor, dim: int, what: str) -> None:
 
 
 class _ZeroLdj(Bijection):
-    """Shared plumbing: ``_apply``/``_undo`` rearrange, the contribution is 0."""
+    """Shared plumbing: ``_rearrange``/``_restore`` move the elements, the contribution is 0."""
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _rearrange(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _undo(self, z: torch.Tensor) -> torch.Tensor:
+    def _restore(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._apply(x), x.new_zeros(x.shape[0])
+        return self._rearrange(x), x.new_zeros(x.shape[0])
 
     def inverse_with_ldj(
         self, z: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._undo(z), z.new_zeros(z.shape[0])
+        return self._restore(z), z.new_zeros(z.shape[0])
 
 
 @register("layer", "rotate")
@@ -70,11 +70,11 @@ class Rotate(_ZeroLdj):
             raise ValueError(f"Rotate: dim1 and dim2 must differ, got {dim1} twice")
         self.degrees = int(degrees)
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _rearrange(self, x: torch.Tensor) -> torch.Tensor:
         _check_rank(self, x, max(self.dim1, self.dim2), "input")
         return torch.rot90(x, self.degrees // 90, dims=(self.dim1, self.dim2))
 
-    def _undo(self, z: torch.Tensor) -> torch.Tensor:
+    def _restore(self, z: torch.Tensor) -> torch.Tensor:
         _check_rank(self, z, max(self.dim1, self.dim2), "latent")
         return torch.rot90(z, -(self.degrees // 90), dims=(self.dim1, self.dim2))
 
@@ -107,11 +107,11 @@ class PermuteAxes(_ZeroLdj):
                 f"{what}, got shape {tuple(x.shape)}"
             )
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _rearrange(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, "input")
         return x.permute(self.permutation).contiguous()
 
-    def _undo(self, z: torch.Tensor) -> torch.Tensor:
+    def _restore(self, z: torch.Tensor) -> torch.Tensor:
         self._check(z, "latent")
         return z.permute(self.inverse_permutation).contiguous()
 
@@ -136,11 +136,11 @@ class Reshape(_ZeroLdj):
                 "of elements"
             )
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _rearrange(self, x: torch.Tensor) -> torch.Tensor:
         check_shape(self, x, (None, *self.input_shape), "input")
         return x.reshape(x.shape[0], *self.output_shape)
 
-    def _undo(self, z: torch.Tensor) -> torch.Tensor:
+    def _restore(self, z: torch.Tensor) -> torch.Tensor:
         check_shape(self, z, (None, *self.output_shape), "latent")
         return z.reshape(z.shape[0], *self.input_shape)
 
@@ -196,10 +196,10 @@ class Permute(_ZeroLdj):
             )
         return x.index_select(self.dim, index)
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _rearrange(self, x: torch.Tensor) -> torch.Tensor:
         return self._select(x, self.perm, "input")
 
-    def _undo(self, z: torch.Tensor) -> torch.Tensor:
+    def _restore(self, z: torch.Tensor) -> torch.Tensor:
         return self._select(z, self.inverse_perm, "latent")
 
     def extra_repr(self) -> str:

@@ -93,3 +93,17 @@ def test_permute_along_any_dim(dim):
         Permute([0, 1], dim=0)
     with pytest.raises(ShapeError, match="3 entries along dim 2"):
         Permute([2, 0, 1], dim=2)(torch.randn(2, 3, 4))
+
+
+def test_dtype_and_device_moves_work():
+    # nn.Module.to() / .double() go through Module._apply; the layers must not shadow it
+    for layer in (
+        Rotate(90),
+        PermuteAxes([0, 2, 3, 1]),
+        Reshape((1, 2, 2), (4,)),
+        Permute("reverse", size=1),
+    ):
+        moved = layer.double()
+        assert moved is layer
+    perm = Permute("random", size=5).to(torch.float64)
+    assert perm.perm.dtype == torch.long
