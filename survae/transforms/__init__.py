@@ -71,6 +71,7 @@ from survae.transforms.bijections.nonlinear import (
     SoftplusInverse,
     Tanh,
 )
+from survae.transforms.bijections.orthogonal import HouseholderMixing, OrthogonalMixing
 from survae.transforms.bijections.permutation import RandomPermutation, Reverse
 from survae.transforms.bijections.piecewise_layers import (
     CubicSplineAutoregressive,
@@ -155,11 +156,13 @@ __all__ = [
     "FlowPPAffineCoupling",
     "GroupedConv1x1",
     "HalfSplit",
+    "HouseholderMixing",
     "SpaceToDepth",
     "Logit",
     "MaskedAffineAutoregressive",
     "MaxPoolSurjection2d",
     "MemorySavingBlock",
+    "OrthogonalMixing",
     "RQSplineAutoregressive",
     "RQSplineCoupling",
     "RandomPermutation",
