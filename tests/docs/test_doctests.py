@@ -19,7 +19,7 @@ MODULES = sorted(
     if "configs" not in p.parts and ">>> " in p.read_text()
 )
 #: the public entry points that must keep an example
-REQUIRED = {"survae.registry", "survae.models", "survae.flows"}
+REQUIRED = {"survae.registry", "survae.models", "survae.flows", "survae.testing"}
 
 
 def test_the_entry_points_have_examples():
