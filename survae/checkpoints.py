@@ -5,17 +5,36 @@ every checkpoint with ``torch.load(weights_only=True)``, which admits only tenso
 Python values -- everything survae itself stores. A file that needs more is refused with an
 error naming the file; ``trust=True`` (``--trust-checkpoint``, ``trust_checkpoint=true``) reads
 an old or foreign file the unsafe way, for files whose origin you trust.
+
+The same rule holds for the modules a run imported (``imports``: the user's own layers, which
+register themselves on import). Importing a module runs its code, so modules named in a file
+survae did not write in this process -- a checkpoint, a run folder's ``run_config.yaml`` --
+are imported only when the user says so (:func:`import_saved_modules`; ``trust_config``).
+Modules already imported are used as they are.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
+import sys
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+
+from survae.config_check import ConfigError
+
+#: the run record beside a run folder's ``checkpoints/`` (``survae.training.run_folder``)
+RUN_RECORD = "run_config.yaml"
+#: how each entry point is told that a file's ``imports`` may be imported
+TRUST_CONFIG_FLAGS = (
+    "trust_config=true (run.py), --trust-config (scripts) or trust_config=True (load_model)"
+)
 
 
 class CheckpointError(ValueError):
@@ -80,3 +99,63 @@ def _refused_global(err: BaseException) -> str:
         if "GLOBAL" in line or "Unsupported" in line:
             return line.strip()[:200]
     return _first_line(err)
+
+
+def saved_imports(ckpt: Mapping[str, Any], path: str | os.PathLike) -> list[str]:
+    """The modules the run that wrote a checkpoint imported: its ``hyper_parameters.imports``,
+    else (checkpoints of older runs) the ``imports`` of its run folder's ``run_config.yaml``
+    (``RUN/checkpoints/FILE.ckpt``), read as plain YAML; empty when neither names any."""
+    hp = ckpt.get("hyper_parameters") or {}
+    if "imports" in hp:
+        return _module_names(hp["imports"], f"checkpoint {path}")
+    record = Path(path).resolve().parent.parent / RUN_RECORD
+    if not record.is_file():
+        return []
+    try:
+        saved = yaml.safe_load(record.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{record}: cannot be read as YAML ({_first_line(err)})") from None
+    return _module_names((saved or {}).get("imports") if isinstance(saved, dict) else None, record)
+
+
+def _module_names(value: Any, source: str | os.PathLike) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list | tuple) or not all(isinstance(m, str) for m in value):
+        raise ConfigError(f"{source}: imports must be a list of module names, got {value!r}")
+    return list(value)
+
+
+def untrusted_imports(modules: Sequence[str]) -> list[str]:
+    """The ``modules`` not imported yet, whose import would run code."""
+    return [m for m in modules if m not in sys.modules]
+
+
+def import_saved_modules(
+    modules: Sequence[str], source: str | os.PathLike, trust: bool = False
+) -> None:
+    """Import ``modules`` named in ``source``, a file survae did not write in this process.
+
+    Modules already imported are fine as they are. Others are imported only with ``trust``;
+    without it :class:`~survae.config_check.ConfigError` names them, the file and the flags
+    that allow it (or import them yourself first)."""
+    pending = untrusted_imports(modules)
+    if pending and not trust:
+        raise ConfigError(refused_imports_message(pending, source))
+    for name in pending:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(
+                f"imports: cannot import {name!r} named in {source} ({err}); put the folder "
+                "that contains it on PYTHONPATH or install it"
+            ) from None
+
+
+def refused_imports_message(modules: Sequence[str], source: str | os.PathLike) -> str:
+    """The one-line refusal of a file's ``imports`` (importing runs their code)."""
+    return (
+        f"{source} names modules to import ({', '.join(modules)}); importing runs their code "
+        f"and survae did not write that file in this run, so it does not import them. If you "
+        f"trust its origin: {TRUST_CONFIG_FLAGS}; or import them yourself first"
+    )

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from survae import registry
-from survae.checkpoints import load_checkpoint
+from survae.checkpoints import import_saved_modules, load_checkpoint, saved_imports
 from survae.config_check import ConfigError, check_kwargs
 from survae.flows import Flow
 
@@ -110,11 +110,15 @@ def load_model(
     map_location: str | torch.device = "cpu",
     ema: bool = True,
     trust: bool = False,
+    trust_config: bool = False,
 ) -> Flow:
     """The trained :class:`Flow` stored in a training checkpoint (EMA weights when present).
 
     The checkpoint is read without running code (see :mod:`survae.checkpoints`); ``trust``
-    allows an old or foreign file that needs more than tensors and plain values. A run of
+    allows an old or foreign file that needs more than tensors and plain values. The modules
+    the run imported (its own layers: ``imports``, as stored in the checkpoint or its run
+    folder's ``run_config.yaml``) are imported when ``trust_config`` is set or were imported
+    already; otherwise :class:`~survae.config_check.ConfigError` names them. A run of
     ``run.py`` leaves its checkpoints in the run folder (``checkpoints/last.ckpt``): the model
     spec and data shape among the hyperparameters, the weights under ``model.`` (and
     ``ema.module.``) in the state dict, as in this hand-made one:
@@ -134,7 +138,9 @@ def load_model(
     >>> torch.equal(model.log_prob(x), trained.eval().log_prob(x)), model.training
     (True, False)
     """
-    return model_from_checkpoint(load_checkpoint(path, map_location, trust=trust), ema=ema)
+    ckpt = load_checkpoint(path, map_location, trust=trust)
+    import_saved_modules(saved_imports(ckpt, path), path, trust=trust_config)
+    return model_from_checkpoint(ckpt, ema=ema)
 
 
 def model_from_checkpoint(ckpt: Mapping[str, Any], ema: bool = True) -> Flow:

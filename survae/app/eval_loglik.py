@@ -51,6 +51,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="load a checkpoint that needs more than tensors and plain values (can run code)",
     )
+    p.add_argument(
+        "--trust-config",
+        action="store_true",
+        help="import the modules the run imported (its own layers; runs their code)",
+    )
     p.add_argument("--json", default=None, help="write the result to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -63,10 +68,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     check_device(args.device)
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}")
-    model, info = load_for_eval(args.checkpoint, args.device, trust=args.trust_checkpoint)
+    model, info = load_for_eval(
+        args.checkpoint, args.device, trust=args.trust_checkpoint, trust_config=args.trust_config
+    )
     dm = datamodule_from_checkpoint(
         args.checkpoint,
         trust=args.trust_checkpoint,
+        trust_config=args.trust_config,
         root=args.root,
         eval_batch_size=args.batch_size,
     )

@@ -102,6 +102,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="load a checkpoint that needs more than tensors and plain values (can run code)",
     )
+    p.add_argument(
+        "--trust-config",
+        action="store_true",
+        help="import the modules the run imported (its own layers; runs their code)",
+    )
     p.add_argument("--save-samples", default=None, help="save the samples as a .pt file")
     p.add_argument("--json", default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -121,14 +126,21 @@ def evaluate(args: argparse.Namespace) -> dict:
         )
     if not args.small_features:
         resolve_inception_weights(args.inception_weights)  # FileNotFoundError with the fix
-    model, info = load_for_eval(args.checkpoint, args.device, trust=args.trust_checkpoint)
+    model, info = load_for_eval(
+        args.checkpoint, args.device, trust=args.trust_checkpoint, trust_config=args.trust_config
+    )
     if info["kind"] != "image":
         raise ConfigError(
             f"sample-quality metrics need an image model; {args.checkpoint} is a "
             f"{info['kind']} model (use survae-eval-loglik, or scripts/eval_loglik.py)"
         )
     num_bins = int(info["num_bins"])
-    dm = datamodule_from_checkpoint(args.checkpoint, trust=args.trust_checkpoint, root=args.root)
+    dm = datamodule_from_checkpoint(
+        args.checkpoint,
+        trust=args.trust_checkpoint,
+        trust_config=args.trust_config,
+        root=args.root,
+    )
     real = real_images(dm, args.num_samples, args.real_split, num_bins)
     extractor = (
         SmallFeatureExtractor()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from survae.checkpoints import load_checkpoint
+from survae.checkpoints import import_saved_modules, load_checkpoint, saved_imports
 from survae.flows import Flow
 from survae.metrics import importance_weighted_log_prob, metric_for
 from survae.models import model_from_checkpoint
@@ -97,11 +97,16 @@ def checkpoint_hparams(path: str | Path, trust: bool = False) -> dict[str, Any]:
     return dict(load_checkpoint(path, trust=trust)["hyper_parameters"])
 
 
-def datamodule_from_checkpoint(path: str | Path, trust: bool = False, **overrides: Any):
-    """The data module a checkpoint was trained on, with ``overrides`` (e.g. ``root``)."""
+def datamodule_from_checkpoint(
+    path: str | Path, trust: bool = False, trust_config: bool = False, **overrides: Any
+):
+    """The data module a checkpoint was trained on, with ``overrides`` (e.g. ``root``); the
+    run's ``imports`` (its own data sets) as :func:`load_for_eval` imports them."""
     from survae.training.pipeline import build_datamodule
 
-    hp = checkpoint_hparams(path, trust=trust)
+    ckpt = load_checkpoint(path, trust=trust)
+    import_saved_modules(saved_imports(ckpt, path), path, trust=trust_config)
+    hp = dict(ckpt["hyper_parameters"])
     cfg = dict(hp.get("data_config") or {})
     if not cfg:
         raise ValueError(f"{path} stores no data config; pass the data set explicitly")
@@ -147,9 +152,11 @@ def evaluate_log_likelihood(
 
 
 def load_for_eval(
-    path: str | Path, device: str = "cpu", trust: bool = False
+    path: str | Path, device: str = "cpu", trust: bool = False, trust_config: bool = False
 ) -> tuple[Flow, Mapping[str, Any]]:
     """``(model, data_info)`` of a checkpoint, model in eval mode on ``device``; the file is
-    read once, without running code unless ``trust``."""
+    read once, without running code unless ``trust``. The run's own modules (``imports``)
+    are imported only with ``trust_config`` (``--trust-config``) or when already imported."""
     ckpt = load_checkpoint(path, trust=trust)
+    import_saved_modules(saved_imports(ckpt, path), path, trust=trust_config)
     return model_from_checkpoint(ckpt).to(device), ckpt["hyper_parameters"]["data_info"]

@@ -59,9 +59,11 @@ class FlowModule(pl.LightningModule):
         data_config: Mapping[str, Any] | None = None,
         speed: Mapping[str, Any] | None = None,
         loss: Mapping[str, Any] | None = None,
+        imports: list[str] | None = None,
     ):
         super().__init__()
-        # data_config is stored (not used) so evaluation scripts can rebuild the data
+        # data_config is stored (not used) so evaluation scripts can rebuild the data, and
+        # imports so that load_model can import the modules that register the run's own layers
         self.save_hyperparameters(ignore=["nonfinite_checkpoint_dir"])
         self.model = build_model(
             model_spec,

@@ -247,6 +247,7 @@ def _build_module(cfg: Mapping[str, Any], seed: int, ckpt_dir: str) -> tuple[Any
         data_config=dict(cfg["data"]),
         speed=dict(cfg.get("speed") or {}),
         loss=dict(cfg.get("loss") or {}),
+        imports=list(cfg.get("imports") or []),
     )
     num_params = sum(p.numel() for p in module.model.parameters())
     print(f"[survae] model: {num_params:,} parameters; data: {info['name']} {tuple(info['shape'])}")

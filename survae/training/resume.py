@@ -5,6 +5,13 @@ command line's ``key=value`` overrides on top (reported), and continues from the
 ``checkpoints/last.ckpt`` (or a given ``ckpt_path``) in the same folder, so checkpoint
 tracking, samples and ``results.json`` stay together. A lone ``ckpt_path=.../last.ckpt`` of a
 run folder (no experiment, model or data choice) is the same as ``resume=`` its folder.
+
+The saved config is a file survae did not write in this process (it may come from elsewhere),
+so it is read as plain YAML -- no interpolation, nothing instantiated (a Hydra ``_target_`` is
+a key like any other) -- its ``imports`` are imported only with ``trust_config=true`` on the
+command line (or when the command line names them: ``imports=[...]``), and the trust flags
+(``trust_config``, ``trust_checkpoint``) are taken from the command line only, never from the
+file.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 
+from survae.checkpoints import refused_imports_message, untrusted_imports
 from survae.config_check import ConfigError
 from survae.training.run_folder import CONFIG_RECORD
 
+#: keys that allow what a file from elsewhere may not ask for itself: command line only
+TRUST_KEYS = ("trust_config", "trust_checkpoint")
 #: config groups: choosing one builds a different run, which resuming cannot do
 _GROUPS = ("experiment", "model", "data", "optim", "trainer", "logger", "callbacks", "paths")
 
@@ -63,15 +72,18 @@ def resume_config(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
             f"resume: {folder} is not a survae run folder (no {CONFIG_RECORD}); give the folder "
             "a run prints at its start, e.g. outputs/<experiment>/<date_time>_<suffix>"
         )
-    cfg = OmegaConf.to_container(OmegaConf.load(record), resolve=True)
-    assert isinstance(cfg, dict)
+    cfg = _read_record(record)
+    cfg.update(dict.fromkeys(TRUST_KEYS, False))
     changes = []
     for arg in args:
         key, raw = _split(arg)
         if key in ("resume", "ckpt_path"):
             continue
-        changes.append(_apply_override(cfg, key, raw))
-        _record_override(cfg, key, raw)
+        change = _apply_override(cfg, key, raw)
+        if key.lstrip("+") not in TRUST_KEYS:  # a permission for this command, not a setting
+            changes.append(change)
+            _record_override(cfg, key, raw)
+    _check_imports(cfg, record, named="imports" in {_split(a)[0].lstrip("+") for a in args})
     if ckpt is None:
         ckpt = str(folder / "checkpoints" / "last.ckpt")
         if not Path(ckpt).is_file():
@@ -91,6 +103,32 @@ def _record_override(cfg: dict[str, Any], key: str, raw: str) -> None:
     name = key.lstrip("+~")
     kept = [o for o in info.get("overrides") or [] if str(o).partition("=")[0].lstrip("+~") != name]
     info["overrides"] = [*kept, f"{name}={raw}"]
+
+
+def _read_record(record: Path) -> dict[str, Any]:
+    """A run folder's saved config as plain data (safe YAML: no tags, no interpolation)."""
+    try:
+        cfg = yaml.safe_load(record.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"resume: {record} cannot be read as YAML ({err})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"resume: {record} holds no config mapping")
+    return cfg
+
+
+def _check_imports(cfg: dict[str, Any], record: Path, named: bool) -> None:
+    """Refuse to import the saved config's ``imports`` unless the command line names them or
+    says ``trust_config=true`` (modules imported already run nothing and are fine)."""
+    modules = cfg.get("imports") or []
+    if named or not isinstance(modules, list) or cfg.get("trust_config") is True:
+        return  # a malformed list is the run's own config check's to name
+    pending = untrusted_imports([str(m) for m in modules])
+    if pending:
+        raise ConfigError(
+            "resume: "
+            + refused_imports_message(pending, record)
+            + f" (or name them: imports=[{','.join(pending)}])"
+        )
 
 
 def _apply_override(cfg: dict[str, Any], key: str, raw: str) -> str:

@@ -194,7 +194,7 @@ def validate_run_config(cfg: Mapping[str, Any]) -> None:
         check_bool("check_finite", cfg["check_finite"])
     if "ema_decay" in cfg:
         check_number("ema_decay", cfg["ema_decay"], gt=0.0, lt=1.0, optional=True)
-    for key in ("force_resume", "trust_checkpoint"):
+    for key in ("force_resume", "trust_checkpoint", "trust_config"):
         if key in cfg:
             check_bool(key, cfg[key])
     objective = cfg.get("objective", "val_best")

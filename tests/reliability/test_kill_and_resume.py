@@ -29,6 +29,8 @@ TINY = [
     "callbacks.checkpoint_every_minutes=null",
 ]
 STEPS_PER_EPOCH = 8
+#: the runs import the fault module below: resuming them imports it again only when told to
+TRUSTED = "trust_config=true"
 
 #: a user module (imported with ``imports=[...]``) that kills its own process at a chosen
 #: training step, or in the middle of writing a checkpoint; inert without its variables
@@ -69,6 +71,17 @@ FAULTS = textwrap.dedent(
 
 
     checkpoint.torch.save = save
+    KILL_IN_VAL = int(os.environ.get("FAULT_KILL_IN_VALIDATION_AT_STEP", "-1"))
+    _validate = FlowModule.validation_step
+
+
+    def validation_step(self, batch, batch_idx):
+        if self.trainer.state.fn == "fit" and self.global_step == KILL_IN_VAL:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _validate(self, batch, batch_idx)
+
+
+    FlowModule.validation_step = validation_step
     """
 )
 
@@ -123,7 +136,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, stop, kill_at)
     assert kill_at - 3 <= saved <= kill_at and saved % STEPS_PER_EPOCH != 0
     assert not (tmp_path / "killed" / "results.json").exists()
 
-    resumed = _run([f"resume={tmp_path}/killed"], tmp_path)
+    resumed = _run([f"resume={tmp_path}/killed", TRUSTED], tmp_path)
     code, out, err = _finish(resumed)
     assert code == 0, err[-3000:]
     assert "resuming from" in out
@@ -146,7 +159,7 @@ def test_sigkill_mid_checkpoint_write_keeps_the_previous_one_and_cleans_up(tmp_p
     assert orphans, "the killed write should have left its temporary file"
     assert _step_of(run_dir) == 8  # the previous last.ckpt (epoch end) is intact and loadable
 
-    code, out, err = _finish(_run([f"resume={run_dir}"], tmp_path))
+    code, out, err = _finish(_run([f"resume={run_dir}", TRUSTED], tmp_path))
     assert code == 0, err[-3000:]
     assert "left by a checkpoint write that was killed" in out
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
@@ -170,7 +183,7 @@ def test_sigterm_saves_latest_state_exits_cleanly_and_resumes_exactly(tmp_path):
     record = json.loads((run_dir / "results.json").read_text())
     assert record["finished"] is False and record["interrupted"] == "SIGTERM"
 
-    assert _finish(_run([f"resume={run_dir}"], tmp_path))[0] == 0
+    assert _finish(_run([f"resume={run_dir}", TRUSTED], tmp_path))[0] == 0
     assert _finish(_run([*base, f"hydra.run.dir={tmp_path}/straight"], tmp_path))[0] == 0
     _assert_same_weights(tmp_path / "straight", run_dir)
 
