@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from survae.nn.made import MADE
-from survae.transforms.base import Bijection
-from survae.transforms.bijections.autoregressive import _check_inputs
 from survae.transforms.bijections.coupling import _Coupling
+from survae.transforms.bijections.made_elementwise import MADEElementwise
 from survae.utils import sum_except_batch
 
 #: bracket doublings tried before giving up (the bracket reaches ±2^60 · initial width)
@@ -116,7 +115,7 @@ class MonotoneCoupling(MonotoneMap, _Coupling):
         return y, sum_except_batch(log_deriv)
 
 
-class MonotoneAutoregressive(MonotoneMap, Bijection):
+class MonotoneAutoregressive(MonotoneMap, MADEElementwise):
     """Masked autoregressive layer on vectors ``[B, features]``: ``z_i = f(x_i; θ_i(x_<i))``
     with ``θ`` from one MADE pass (density direction); sampling takes ``features`` passes."""
 
@@ -132,10 +131,7 @@ class MonotoneAutoregressive(MonotoneMap, Bijection):
         residual: bool = False,
     ):
         super().__init__()
-        if features < 1:
-            raise ValueError(f"{type(self).__name__}: features must be >= 1, got {features}")
-        self.features = int(features)
-        self.context_features = int(context_features)
+        self._set_features(features, context_features)
         self.made = MADE(
             self.features,
             self.features * self.params_per_element,
@@ -148,19 +144,8 @@ class MonotoneAutoregressive(MonotoneMap, Bijection):
             seed=seed,
         )
 
-    def _check(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor | None:
-        context = _check_inputs(self, x, context, self.features, self.context_features)
-        return None if context is None else context.to(x.dtype)
-
-    def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        return self.made(x, context).view(x.shape[0], self.features, self.params_per_element)
-
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        context = self._check(x, context)
-        z, log_deriv = self._monotone(x, self._params(x, context), inverse=False)
-        return z, log_deriv.sum(dim=1)
+    def _transform(self, x, params, inverse):
+        return self._monotone(x, params, inverse)
 
     def inverse_with_ldj(
         self, z: torch.Tensor, context: torch.Tensor | None = None

@@ -34,9 +34,8 @@ from survae.nn.build import NetSpec
 from survae.nn.made import MADE
 from survae.nn.resmade import ResidualMADE
 from survae.registry import register
-from survae.transforms.base import Bijection
-from survae.transforms.bijections.autoregressive import _check_inputs
 from survae.transforms.bijections.coupling import _Coupling
+from survae.transforms.bijections.made_elementwise import MADEElementwise
 from survae.utils import sum_except_batch
 
 #: NSF's defaults (nflows / the paper's code use the same floors)
@@ -291,7 +290,7 @@ class RQSplineCoupling(_SplineSettings, _Coupling):
 
 
 @register("layer", "rq_spline_autoregressive")
-class RQSplineAutoregressive(_SplineSettings, Bijection):
+class RQSplineAutoregressive(_SplineSettings, MADEElementwise):
     """Masked autoregressive rational-quadratic spline layer, RQ-NSF (AR) (Durkan et al., 2019),
     on vectors ``[B, features]``: ``z_i = RQS(x_i; θ_i(x_<i))`` with ``θ`` from one MADE pass.
 
@@ -324,10 +323,7 @@ class RQSplineAutoregressive(_SplineSettings, Bijection):
     ):
         super().__init__()
         self._set_spline(num_bins, tail_bound, min_bin_width, min_bin_height, min_derivative)
-        if features < 1:
-            raise ValueError(f"RQSplineAutoregressive: features must be >= 1, got {features}")
-        self.features = int(features)
-        self.context_features = int(context_features)
+        self._set_features(features, context_features)
         self.params_per_element = self._num_params()
         hidden = [int(h) for h in hidden]
         out_channels = self.features * self.params_per_element
@@ -365,19 +361,8 @@ class RQSplineAutoregressive(_SplineSettings, Bijection):
             seed=seed,
         )
 
-    def _check(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor | None:
-        context = _check_inputs(self, x, context, self.features, self.context_features)
-        return None if context is None else context.to(x.dtype)
-
-    def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        return self.made(x, context).view(x.shape[0], self.features, self.params_per_element)
-
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        context = self._check(x, context)
-        z, log_deriv = self._spline(x, self._params(x, context), inverse=False)
-        return z, log_deriv.sum(dim=1)
+    def _transform(self, x, params, inverse):
+        return self._spline(x, params, inverse)
 
     def inverse_with_ldj(
         self, z: torch.Tensor, context: torch.Tensor | None = None
