@@ -171,6 +171,85 @@ def _official_cases(inp: dict, par: dict, dt: torch.dtype) -> dict[str, dict]:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# The official examples' models (examples/toy_flow.py, experiments/toy/train_aug_flow.py with
+# its defaults, examples/mnist_vae.py), built on the official side with random parameters
+# --------------------------------------------------------------------------------------------
+def _official_example_models() -> dict[str, object]:
+    from survae.nn.layers import ElementwiseParams
+    from survae.nn.nets import MLP
+    from torch import nn
+
+    from survae import distributions as D
+    from survae import transforms as T
+    from survae.flows import Flow
+
+    def mlp(i: int, o: int, hidden: list[int]) -> nn.Module:
+        return nn.Sequential(
+            MLP(i, o, hidden_units=hidden, activation="relu"), ElementwiseParams(2)
+        )
+
+    toy = []
+    for k in range(4):
+        toy += [T.AffineCouplingBijection(mlp(1, 2, [200, 100])), T.ActNormBijection(2)]
+        toy += [T.Reverse(2)] if k < 3 else []
+    aug = [T.Augment(D.StandardNormal((2,)), x_size=2)]
+    for k in range(4):
+        softplus = lambda s: torch.nn.functional.softplus(s)  # noqa: E731
+        aug += [T.AffineCouplingBijection(mlp(2, 4, [50]), scale_fn=softplus)]
+        aug += [T.Reverse(4)] if k < 3 else []
+    encoder = D.ConditionalNormal(
+        MLP(784, 40, hidden_units=[512, 256], activation="relu",
+            in_lambda=lambda x: 2 * x.view(x.shape[0], 784) - 1)  # the example adds .float()
+    )  # fmt: skip
+    decoder = D.ConditionalBernoulli(
+        MLP(20, 784, hidden_units=[512, 256], activation="relu",
+            out_lambda=lambda x: x.view(x.shape[0], 1, 28, 28))
+    )  # fmt: skip
+    return {
+        "toy_flow": Flow(D.StandardNormal((2,)), toy),
+        "toy_aug_flow": Flow(D.StandardNormal((4,)), aug),
+        "mnist_vae": Flow(D.StandardNormal((20,)), [T.VAE(encoder=encoder, decoder=decoder)]),
+    }
+
+
+def _example_inputs(g: torch.Generator) -> dict[str, torch.Tensor]:
+    toy = torch.rand(64, 2, generator=g, dtype=torch.float64) * 7.8 - 3.9
+    toy[0] = 0.0  # an exact zero
+    binary = (torch.rand(4, 1, 28, 28, generator=g) < 0.3).double()
+    binary[0] = 0.0  # an all-zero image
+    return {"toy_flow": toy, "toy_aug_flow": toy, "mnist_vae": binary}
+
+
+def _log_prob(model, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``log p`` summed in ``dtype`` (the official ``Flow.log_prob`` accumulates in float32)."""
+    total = torch.zeros(x.shape[0], dtype=dtype)
+    for t in model.transforms:
+        x, ldj = t(x)
+        total = total + ldj.to(dtype)
+    return total + model.base_dist.log_prob(x).to(dtype)
+
+
+def _official_examples(inputs: dict, dt: torch.dtype) -> tuple[dict, dict]:
+    models = _official_example_models()
+    g = torch.Generator().manual_seed(SEED + 1)
+    results, weights = {}, {}
+    for name, model in models.items():
+        model = model.to(dt).eval()
+        with torch.no_grad():
+            # small weights for the 784-input VAE, so its posterior scales stay moderate
+            std = 0.02 if name == "mnist_vae" else 0.1
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=dt) * std)
+            for m in model.modules():
+                if hasattr(m, "initialized"):
+                    m.initialized.fill_(1)
+            weights[name] = {k: v.clone() for k, v in model.state_dict().items()}
+            torch.manual_seed(SEED)  # the same augmentation and posterior noise on both sides
+            results[name] = {"ldj": _log_prob(model, inputs[name].to(dt), dt)}
+    return results, weights
+
+
 def official_side(official: Path, out: Path) -> None:
     import types
 
@@ -180,7 +259,13 @@ def official_side(official: Path, out: Path) -> None:
     g = torch.Generator().manual_seed(SEED)
     inp, par = _inputs(g), _params(g)
     results = {dt: _official_cases(inp, par, DTYPES[dt]) for dt in DTYPES}
-    torch.save({"inputs": inp, "params": par, "results": results}, out)
+    examples = _example_inputs(g)
+    weights = {}
+    for dt in DTYPES:
+        found, weights[dt] = _official_examples(examples, DTYPES[dt])
+        results[dt].update(found)
+    saved = {"inputs": inp, "params": par, "results": results}
+    torch.save({**saved, "example_inputs": examples, "example_weights": weights}, out)
 
 
 # ============================================================================================
@@ -273,6 +358,62 @@ def _our_cases(inp: dict, par: dict, dt: torch.dtype) -> dict[str, dict]:
     return out
 
 
+def _linears(state: dict[str, torch.Tensor], prefix: str = "") -> list[tuple[str, str]]:
+    """``(weight key, bias key)`` of the linear layers under ``prefix``, in order."""
+    keys = [k for k in state if k.startswith(prefix) and k.endswith(".weight")]
+    keys = [k for k in keys if state[k].dim() == 2]
+    # a VAE's encoder before its decoder, whatever order the modules were registered in
+    keys.sort(key=lambda k: 0 if ".encoder." in k else 1 if ".decoder." in k else 2)
+    return [(k, k[: -len("weight")] + "bias") for k in keys]
+
+
+def map_example_state(name: str, official: dict, ours: dict) -> dict[str, torch.Tensor]:
+    """survae's state dict for example ``name`` from the official one, by meaning: linear layers
+    in order; coupling outputs ``[scale, shift]`` → ``[shift, scale]``; ActNorm's sign; the VAE
+    encoder's ``2x − 1`` input map folded into its first layer."""
+    new = dict(ours)
+    theirs, mine = _linears(official), _linears(ours)
+    assert len(theirs) == len(mine), (name, len(theirs), len(mine))
+    for (tw, tb), (mw, mb) in zip(theirs, mine):
+        new[mw], new[mb] = official[tw].clone(), official[tb].clone()
+    if name == "mnist_vae":
+        (w0, b0), (mw, mb) = theirs[0], mine[0]
+        new[mw] = 2 * official[w0]
+        new[mb] = official[b0] - official[w0].sum(1)
+    else:  # each coupling's last layer: official ElementwiseParams rows [scale (n), shift (n)]
+        for (tw, tb), (mw, mb) in zip(theirs, mine):
+            if ours[mw].shape[0] in (2, 4):
+                n = ours[mw].shape[0] // 2
+                order = list(range(n, 2 * n)) + list(range(n))
+                new[mw], new[mb] = official[tw][order], official[tb][order]
+        actnorms = [k[: -len("shift")] for k in official if k.endswith(".shift")]
+        mine_an = [k[: -len("loc")] for k in ours if k.endswith(".loc")]
+        for t, m in zip(actnorms, mine_an):
+            new[m + "loc"] = official[t + "shift"].reshape(-1).clone()
+            new[m + "log_scale"] = -official[t + "log_scale"].reshape(-1)
+            new[m + "initialized"] = torch.ones_like(ours[m + "initialized"])
+    return new
+
+
+def _our_examples(saved: dict, dt_name: str) -> dict[str, dict]:
+    import yaml
+
+    from survae.models import build_model
+
+    dt = DTYPES[dt_name]
+    shapes = {"toy_flow": (2,), "toy_aug_flow": (2,), "mnist_vae": (1, 28, 28)}
+    out = {}
+    for name, shape in shapes.items():
+        spec = yaml.safe_load((ROOT / "configs" / "model" / f"{name}.yaml").read_text())
+        model = build_model(spec, shape).to(dt).eval()
+        official = saved["example_weights"][dt_name][name]
+        model.load_state_dict(map_example_state(name, official, model.state_dict()))
+        torch.manual_seed(SEED)
+        x = saved["example_inputs"][name].to(dt)
+        out[name] = {"ldj": _log_prob(model, x, dt)}
+    return out
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().double(), b.detach().double()
     both_inf = torch.isinf(a) & torch.isinf(b) & (a.sign() == b.sign())
@@ -288,6 +429,8 @@ def compare(saved: dict) -> list[str]:
     for dt_name, official in saved["results"].items():
         with torch.no_grad():
             ours = _our_cases(saved["inputs"], saved["params"], DTYPES[dt_name])
+            if "example_weights" in saved:
+                ours.update(_our_examples(saved, dt_name))
         for case, theirs in official.items():
             diffs = {k: _max_diff(ours[case][k], v) for k, v in theirs.items()}
             worst = max(diffs.values())

@@ -31,3 +31,18 @@ def test_our_side_against_itself_is_exact_and_finite():
         assert all(torch.isfinite(v).all() for v in case.values())
     rows = cc.compare({"inputs": inputs, "params": params, "results": results})
     assert len(rows) == 2 * len(results["float64"]) and all(r.endswith(" ok") for r in rows)
+
+
+def test_linear_layers_are_paired_encoder_first():
+    state = {
+        "t.decoder.net.0.weight": torch.zeros(2, 3),
+        "t.decoder.net.0.bias": torch.zeros(2),
+        "t.encoder.net.0.weight": torch.zeros(4, 5),
+        "t.encoder.net.0.bias": torch.zeros(4),
+        "t.actnorm.weight": torch.zeros(3),  # not a linear layer (1-D)
+    }
+    pairs = cc._linears(state)
+    assert pairs == [
+        ("t.encoder.net.0.weight", "t.encoder.net.0.bias"),
+        ("t.decoder.net.0.weight", "t.decoder.net.0.bias"),
+    ]
