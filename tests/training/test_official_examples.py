@@ -112,3 +112,21 @@ def test_aug_flow_cifar10_is_the_example(tmp_path):
     log_p = model.log_prob(x)
     assert log_p.shape == (2,) and torch.isfinite(log_p).all() and not model.exact
     assert model.sample(2).shape == (2, 3, 32, 32)
+
+
+def test_mnist_vae_trains_end_to_end_on_tiny_files(tmp_path):
+    from survae.data.fake import write_fake_dataset
+
+    write_fake_dataset("mnist", tmp_path / "data", num=48)
+    overrides = [
+        "experiment=mnist_vae",
+        *QUIET,
+        f"data.root={tmp_path / 'data'}",
+        "data.val_size=8",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+        "trainer.max_epochs=1",
+        "test_iw_samples=3",
+    ]
+    results = train(compose_config(overrides, tmp_path / "run"))
+    assert math.isfinite(results["test"]["test/bpd"]) and results["test"]["test/exact"] == 0.0
