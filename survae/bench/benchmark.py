@@ -265,6 +265,7 @@ def _main_peers(
         seed=args.seed,
         isolate=not args.in_process,
         retain_heap=not args.default_heap,
+        preset=args.preset or "auto",
         log=log,
     )
     for lib, why in peers["skipped"].items():

@@ -148,7 +148,8 @@ def _prepare(lib: str, spec: dict[str, Any]) -> tuple[Callable[[], float] | None
         spec["batch"], *spec["shape"], generator=torch.Generator().manual_seed(spec["seed"])
     )
     torch.manual_seed(spec["seed"])
-    built = BUILDERS[lib](spec["model"])
+    extra = {"preset": spec.get("preset", "auto")} if lib == "survae" else {}
+    built = BUILDERS[lib](spec["model"], **extra)
     if built is None:
         return None, None
     module, log_prob = built
@@ -233,6 +234,7 @@ def run_peers(
     seed: int = 0,
     isolate: bool = True,
     retain_heap: bool = True,
+    preset: str = "auto",
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
     """Per model: each installed library's parameter count, median ms per training step per
@@ -244,7 +246,10 @@ def run_peers(
     memory (:func:`survae.runtime.heap.retain_heap`, applied to this process too when not
     isolated), so no library pays page faults for the heap's history (module docstring). A
     library whose model fails to build, whose step raises or whose worker dies is reported
-    under ``errors`` (key ``"model/library"``) and left out of that model's table."""
+    under ``errors`` (key ``"model/library"``) and left out of that model's table. survae's
+    model runs with the speed ``preset`` (``auto``, its default: the toy model compiled as a
+    paper-length run compiles it, the Glow's networks channels-last; the compilation happens
+    in the untimed warm-up; ``off``: the bare model)."""
     report: dict[str, Any] = {"skipped": {p: "not installed" for p in PEERS if not installed(p)}}
     errors: dict[str, str] = {}
     previous_threads = torch.get_num_threads()
@@ -254,7 +259,8 @@ def run_peers(
         for name in models:
             batch, shape = PEER_MODELS[name]
             spec = {"model": name, "batch": batch, "shape": shape, "threads": threads,
-                    "seed": seed, "warmup": warmup, "retain_heap": retain_heap}  # fmt: skip
+                    "seed": seed, "warmup": warmup, "retain_heap": retain_heap,
+                    "preset": preset}  # fmt: skip
             libs = [lib for lib in BUILDERS if lib == "survae" or installed(lib)]
             runners = {lib: (_Worker if isolate else _InProcess)(lib, spec) for lib in libs}
             try:
@@ -281,6 +287,7 @@ def run_peers(
         torch.set_num_threads(previous_threads)
     report["isolated"] = isolate
     report["retain_heap"] = retain_heap
+    report["survae_preset"] = preset
     if errors:
         report["errors"] = errors
     return report
@@ -326,6 +333,8 @@ def peers_markdown(report: dict[str, Any]) -> str:
             else "glibc's default heap thresholds"
         )
         lines += ["", f"Each library ran in {where}, with {heap}."]
+    if "survae_preset" in report:
+        lines += [f"survae ran with `speed.preset={report['survae_preset']}`."]
     notes = []
     for name, entry in _model_entries(report):
         if "survae" not in entry["params"]:

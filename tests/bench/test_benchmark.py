@@ -480,7 +480,7 @@ def test_peer_failing_mid_run_is_dropped_and_reported(monkeypatch):
     reported under ``errors`` and left out of the table; the others are still timed."""
     from survae.bench import peers as bp
 
-    def failing(model):
+    def failing(model, **options):
         module = torch.nn.Linear(2, 2)
 
         def log_prob(x):
@@ -588,3 +588,24 @@ def test_peer_glow_timing_runs_in_every_installed_library(monkeypatch):
         note = next(line for line in md.splitlines() if line.startswith("`glow`: parameters"))
         assert f"{libs[1]} {GLOW_PARAMS[libs[1]] - 218_624:+,}" in note
         assert bp.PEER_NOTES["glow"] in note
+
+
+def test_survae_peer_models_run_with_the_speed_preset(monkeypatch):
+    """survae's side of --peers is survae as a run uses it: the auto preset, planned as the
+    paper toy run (compiled), channels-last Glow networks; ``off`` is the bare model."""
+    from survae.bench import peer_models
+    from survae.runtime import speed
+
+    monkeypatch.setattr(speed, "has_compiler", lambda: True)
+    toy, call = peer_models._survae("toy")
+    assert toy._compiled_call_impl is not None and call is toy  # flow(x) goes through it
+    bare, _ = peer_models._survae("toy", preset="off")
+    assert bare._compiled_call_impl is None
+    torch.manual_seed(0)
+    glow, _ = peer_models._survae("glow")
+    torch.manual_seed(0)
+    plain, _ = peer_models._survae("glow", preset="off")
+    convs = [m for m in glow.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    x = torch.randn(2, *peer_models.PEER_MODELS["glow"][1])
+    torch.testing.assert_close(glow(x), plain(x), rtol=1e-5, atol=1e-3)
