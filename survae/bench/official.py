@@ -195,6 +195,10 @@ def _summarise(entry: dict[str, Any]) -> None:
     entry["ratio_of_minima"] = spread(
         [o["train_ms_min"] / s["train_ms_min"] for s, o in zip(entry["survae"], entry["official"])]
     )
+    cpu = [(o.get("train_cpu_ms_median"), s.get("train_cpu_ms_median"))
+           for s, o in zip(entry["survae"], entry["official"])]  # fmt: skip
+    if all(a and b for a, b in cpu):
+        entry["cpu_ratio"] = spread([a / b for a, b in cpu])
     entry["survae_ms"] = spread([g["train_ms_median"] for g in entry["survae"]])
     entry["official_ms"] = spread([g["train_ms_median"] for g in entry["official"]])
     first = entry["survae"][0], entry["official"][0]
@@ -272,6 +276,18 @@ def official_markdown(report: Mapping[str, Mapping[str, Any]]) -> str:
             f"| {len(e['ratios'])} "
             f"| {lv['survae']:.3f} / {lv['official']:.3f} |"
         )
+    cpu = {k: e["cpu_ratio"] for k, e in report.items() if "cpu_ratio" in e}
+    if cpu:
+        lines += [
+            "",
+            "Ratio of CPU time per step (official / survae, each process's CPU seconds: "
+            "steadier than wall time when other processes share the cores; at one thread "
+            "the same work): "
+            + "; ".join(
+                f"`{k}` {q['median']:.2f} ({q['min']:.2f}–{q['max']:.2f})" for k, q in cpu.items()
+            )
+            + ".",
+        ]
     if any(e.get("survae_retain_heap") for e in report.values()):
         lines += [
             "",

@@ -169,7 +169,14 @@ def _time_training(
         w.module.train()
         warm = _timed(train_step, train_warmup, sync)
         graphs_before = _compiled_graphs()
-        train = _timed(train_step, steps, sync)
+        cpu: list[float] = []
+
+        def cpu_timed_step(i: int) -> None:
+            start = time.process_time()
+            train_step(i)
+            cpu.append(time.process_time() - start)
+
+        train = _timed(cpu_timed_step, steps, sync)
         recompiled = _compiled_graphs() - graphs_before
         # FLOPs of one further step (the counter slows it down: never timed); a compiled
         # graph hides its operators from the counter
@@ -180,7 +187,7 @@ def _time_training(
             except RuntimeError:  # e.g. memory-saving backprop's autograd.grad in backward
                 step_flops = None
     return {
-        "warm": warm, "train": train, "recompiled": recompiled, "flops": step_flops,
+        "warm": warm, "train": train, "cpu": cpu, "recompiled": recompiled, "flops": step_flops,
         "warmup": train_warmup, "compiled": compiled,
     }  # fmt: skip
 
@@ -221,6 +228,9 @@ def _timing_fields(
         "train_ms_median": 1e3 * train_median,
         "train_ms_min": 1e3 * min(train),
         "train_ms_all": [1e3 * s for s in train],
+        # the process's CPU time per step (all threads): what the step costs when other
+        # processes take the cores for part of its wall time
+        "train_cpu_ms_median": 1e3 * statistics.median(t["cpu"]),
         "eval_ms_median": 1e3 * statistics.median(evals) if evaluate else None,
         "eval_ms_min": 1e3 * min(evals) if evaluate else None,
         "sample_ms": 1e3 * statistics.median(samples) if evaluate else None,

@@ -366,6 +366,31 @@ def test_back_to_back_survae_speed_features_reach_survae_side_and_are_named(monk
     assert "heap" not in plain_md  # the faked measurements did not retain it
 
 
+def test_back_to_back_reports_the_ratio_of_cpu_time(monkeypatch, tmp_path):
+    """Each side's CPU seconds per step give a second ratio, steadier on a shared machine."""
+    official = tmp_path / "official"
+    (official / "survae" / "flows").mkdir(parents=True)
+    (official / "experiments").mkdir()
+    ours, theirs = iter([(10.0, 4.0), (30.0, 5.0)]), iter([(20.0, 8.0), (20.0, 15.0)])
+
+    def fake(it):
+        def run(*args):
+            wall, cpu = next(it)
+            return {"train_ms_median": wall, "train_ms_min": wall, "params": 5,
+                    "loss_value": 1.0, "train_cpu_ms_median": cpu}  # fmt: skip
+
+        return run
+
+    monkeypatch.setattr(official_bench, "_run_child", fake(ours))
+    monkeypatch.setattr(official_bench, "_run_official_child", fake(theirs))
+    common = {"steps": 1, "warmup": 0, "threads": 1, "batch": 4, "seed": 0, "overrides": []}
+    report = official_bench.run_official(["abs_flow_eight_gaussians"], official, common, rounds=2)
+    entry = report["abs_flow_eight_gaussians"]
+    # rounds alternate the order: round 2 runs official first, then survae
+    assert entry["cpu_ratio"] == {"median": 2.5, "min": 2.0, "max": 3.0}
+    assert "`abs_flow_eight_gaussians` 2.50 (2.00–3.00)" in official_bench.official_markdown(report)
+
+
 OFFICIAL = Path("/work/official_survae")
 
 
