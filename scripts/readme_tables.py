@@ -58,7 +58,7 @@ FAMILIES: list[tuple[str, tuple[str, ...], str]] = [
     (
         "Residual Flows / i-ResNet",
         ("residual_flow", "residual_flow_2d"),
-        "`model.logdet=series`: i-ResNet's truncated series",
+        "i-ResNet: `model.logdet=series model.neumann_grad=false`",
     ),
     ("VAE", ("vae", "iaf_vae"), ""),
     (

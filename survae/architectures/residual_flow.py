@@ -18,6 +18,8 @@ Vectors ``(D,)`` (2-D toys, tabular): ``sum(num_blocks)`` residual MLP blocks (h
 ``n_exact_terms`` terms plus ``N ~ Poisson(rate)``; ``series``: i-ResNet's ``n_terms``-term
 truncation; ``exact``: autograd Jacobian, small vectors only) and ``eval_logdet`` in evaluation
 (default: ``roulette`` with ``eval_exact_terms`` = 20 exact terms, as the official evaluation).
+``neumann_grad`` (Residual Flows) takes the gradient from the Neumann series; i-ResNet is
+``logdet=series neumann_grad=false`` (backpropagation through the truncated series).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def residual_flow(
     eval_exact_terms: int = 20,
     distribution: str = "poisson",
     rate: float = 2.0,
+    neumann_grad: bool = True,
 ) -> Flow:
     """A Residual Flow on images or vectors (see the module docstring)."""
     block_kw = {
@@ -103,6 +106,7 @@ def residual_flow(
         "eval_exact_terms": int(eval_exact_terms),
         "distribution": distribution,
         "rate": float(rate),
+        "neumann_grad": bool(neumann_grad),
     }
     shape = tuple(int(s) for s in data_shape)
     if len(shape) == 1:

@@ -63,6 +63,15 @@ def test_vector_model_density_integrates_to_one():
     assert math.isclose(total, 1.0, abs_tol=5e-3), total
 
 
+def test_i_resnet_settings_reach_every_block():
+    flow = registry.build("architecture", "residual_flow", data_shape=(2,), num_blocks=[2],
+                          vector_hidden=[8], logdet="series", n_terms=7,
+                          neumann_grad=False)  # fmt: skip
+    blocks = [t for t in flow.transforms if isinstance(t, ResidualBlock)]
+    assert len(blocks) == 2
+    assert all(b.logdet == "series" and b.n_terms == 7 and not b.neumann_grad for b in blocks)
+
+
 def test_bad_shapes_are_named():
     with pytest.raises(ConfigError, match="divisible by 4"):
         registry.build("architecture", "residual_flow", data_shape=(1, 6, 6), num_bins=256,
