@@ -159,6 +159,7 @@ def conditional_glow(
     class_embedding: int = 0,
     shift_first: bool = True,
     actnorm_logscale_factor: float = 3.0,
+    actnorm_init: str = "openai",
 ) -> MultiScaleFlow:
     """Class-conditional Glow: :func:`~survae.architectures.glow.glow` (``top_prior="learntop"``)
     with :class:`ConditionalGlowTopPrior` over ``context_features`` classes (one-hot context);
@@ -181,6 +182,7 @@ def conditional_glow(
         coupling_context_channels=class_embedding,
         shift_first=shift_first,
         actnorm_logscale_factor=actnorm_logscale_factor,
+        actnorm_init=actnorm_init,
     )
     if class_embedding:
         _embed_class_in_couplings(flow, context_features, class_embedding)

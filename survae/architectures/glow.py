@@ -263,10 +263,12 @@ def glow_step(
     context_channels: int = 0,
     shift_first: bool = False,
     actnorm_logscale_factor: float = 1.0,
+    actnorm_init: str = "survae",
 ) -> Sequential:
     """One step of flow: actnorm → permutation → channel coupling with a ``glow_net``
     (``shift_first``: the affine coupling adds the shift before scaling, as openai/glow;
-    ``actnorm_logscale_factor``: its ActNorms' ``logscale_factor``, the step's and the net's).
+    ``actnorm_logscale_factor``: its ActNorms' ``logscale_factor``, the step's and the net's;
+    ``actnorm_init``: the net's ActNorms' initial scale, ``"openai"`` or ``"survae"``).
 
     ``seed`` fixes the random shuffle when ``permutation="shuffle"``; ``edge_bias`` gives the
     network's 3×3 convolutions the official border channel; ``context_channels > 0`` gives the
@@ -275,6 +277,8 @@ def glow_step(
     net = {"name": "glow_net", "hidden_channels": hidden_channels, "edge_bias": edge_bias}
     if actnorm_logscale_factor != 1.0:
         net["actnorm_logscale_factor"] = actnorm_logscale_factor
+    if actnorm_init != "survae":
+        net["actnorm_init"] = actnorm_init
     ctx = {"context_channels": context_channels} if context_channels else {}
     if coupling == "affine":
         layer: Transform = AffineCoupling(
@@ -313,6 +317,7 @@ def glow(
     coupling_context_channels: int = 0,
     shift_first: bool = True,
     actnorm_logscale_factor: float = 3.0,
+    actnorm_init: str = "openai",
 ) -> MultiScaleFlow:
     """Glow for images ``[C, H, W]`` of ``num_bins`` levels (see the module docstring).
 
@@ -334,6 +339,10 @@ def glow(
             ``revnet2d_step`` (``False``: ``x · scale + shift``, RealNVP's order).
         actnorm_logscale_factor: openai/glow's ``logscale_factor`` of every ActNorm (the
             steps' and the coupling networks'): 3 stores log-scales divided by 3 (1: plain).
+        actnorm_init: the coupling networks' ActNorm initial scale, ``"openai"`` (openai/glow,
+            ``1/(std + 1e-6)``, as the steps' ActNorms) or ``"survae"`` (survae's earlier
+            ``1/√(var + 1e-6)``). Only the first training batch sees it: a loaded model keeps
+            its parameters.
         coupling_context_channels: extra input channels of every coupling network, read from
             a context ``[B, n, H, W]`` at the coupling's scale (0: none, the unconditional
             Glow; :func:`~survae.architectures.conditional.conditional_glow` feeds a class
@@ -367,7 +376,8 @@ def glow(
             step = glow_step(C, hidden_channels, permutation, coupling, scale_fn, seed, edge_bias,
                              context_channels=coupling_context_channels,
                              shift_first=shift_first,
-                             actnorm_logscale_factor=actnorm_logscale_factor)  # fmt: skip
+                             actnorm_logscale_factor=actnorm_logscale_factor,
+                             actnorm_init=actnorm_init)  # fmt: skip
             layers.append(step)
         if level < num_levels - 1:
             layers.append(glow_split(C, learn_split_prior, edge_bias))

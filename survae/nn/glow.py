@@ -15,6 +15,9 @@ from survae.nn.build import zero_init_
 from survae.nn.conv import Conv2d
 from survae.registry import register
 
+#: ActNorm2d initial scales: openai/glow's ``1/(std + eps)`` and survae's earlier ``1/√(var + eps)``
+ACTNORM_INITS = ("openai", "survae")
+
 
 class ActNorm2d(nn.Module):
     """Per-channel affine normalisation inside a network, ``y = (x + bias)·exp(logs)``.
@@ -25,11 +28,23 @@ class ActNorm2d(nn.Module):
     The "initialised" state is a Python flag (no host sync per call) mirrored in a buffer so it
     survives ``state_dict`` round trips. ``logscale_factor`` (openai/glow: 3): ``logs`` stores
     the log-scale divided by it (same function and start, faster-moving under Adam).
+
+    ``init`` picks the initial scale from the batch's per-channel (biased) variance ``v``:
+    ``"openai"`` is openai/glow's ``tfops.actnorm_scale``, ``1 / (√v + eps)``; ``"survae"``
+    survae's earlier ``1 / √(v + eps)``. They differ only for channels with ``√v`` near ``eps``.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-6, logscale_factor: float = 1.0):
+    def __init__(
+        self,
+        num_channels: int,
+        eps: float = 1e-6,
+        logscale_factor: float = 1.0,
+        init: str = "survae",
+    ):
         super().__init__()
-        self.num_channels, self.eps = num_channels, eps
+        if init not in ACTNORM_INITS:
+            raise ValueError(f"ActNorm2d: init must be one of {ACTNORM_INITS}, got {init!r}")
+        self.num_channels, self.eps, self.init = num_channels, eps, init
         self.logscale_factor = float(logscale_factor)
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.logs = nn.Parameter(torch.zeros(num_channels))
@@ -40,7 +55,8 @@ class ActNorm2d(nn.Module):
     def _data_init(self, x: torch.Tensor) -> None:
         dims = [0, *range(2, x.dim())]
         mean = x.mean(dim=dims)
-        std = x.var(dim=dims, unbiased=False).add(self.eps).sqrt()
+        var = x.var(dim=dims, unbiased=False)
+        std = var.sqrt().add(self.eps) if self.init == "openai" else var.add(self.eps).sqrt()
         self.bias.copy_(-mean)
         self.logs.copy_(-std.log() / self.logscale_factor)
         self.initialized.fill_(True)
@@ -149,7 +165,8 @@ class GlowNet(nn.Module):
     followed by :class:`ActNorm2d`; with ``actnorm=False`` they are plain biased convolutions.
     ``edge_bias=True`` gives both 3×3 convolutions openai/glow's border channel
     (:class:`EdgeBias`; ``conv1_edge`` and ``out.edge``), as its ``f`` builds them;
-    ``actnorm_logscale_factor=3`` its ActNorms' ``logscale_factor``.
+    ``actnorm_logscale_factor=3`` its ActNorms' ``logscale_factor``; ``actnorm_init`` their
+    initial scale (:class:`ActNorm2d`'s ``init``: ``"openai"`` or ``"survae"``).
     """
 
     def __init__(
@@ -161,15 +178,20 @@ class GlowNet(nn.Module):
         zero_init_output: bool = True,
         edge_bias: bool = False,
         actnorm_logscale_factor: float = 1.0,
+        actnorm_init: str = "survae",
     ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         h = hidden_channels
         f = actnorm_logscale_factor
         self.conv1 = Conv2d(in_channels, h, 3, padding=1, bias=not actnorm)
-        self.norm1 = ActNorm2d(h, logscale_factor=f) if actnorm else nn.Identity()
+        self.norm1 = (
+            ActNorm2d(h, logscale_factor=f, init=actnorm_init) if actnorm else nn.Identity()
+        )
         self.conv2 = nn.Conv2d(h, h, 1, bias=not actnorm)
-        self.norm2 = ActNorm2d(h, logscale_factor=f) if actnorm else nn.Identity()
+        self.norm2 = (
+            ActNorm2d(h, logscale_factor=f, init=actnorm_init) if actnorm else nn.Identity()
+        )
         self.out = ZeroConv2d(h, out_channels, 3, zero_init=zero_init_output, edge_bias=edge_bias)
         if actnorm:  # Glow initialises hidden convolutions with N(0, 0.05²)
             nn.init.normal_(self.conv1.weight, std=0.05)

@@ -217,3 +217,37 @@ def test_actnorm_logscale_factor_keeps_the_network_function_and_folds():
     torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-5)
     a.eval(), b.eval()
     torch.testing.assert_close(b(x), a(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["openai", "survae"])
+def test_actnorm_init_scale_is_the_formula_on_a_known_batch(init):
+    # channel 1 has std 1e-6, where the two formulas differ by a factor of about √2
+    x = torch.tensor([[1.0, 2.0, 0.0], [3.0, 6.0, 2e-6]], dtype=torch.float64)
+    x = x.view(2, 3, 1, 1).repeat(1, 1, 2, 2)
+    an = ActNorm2d(3, logscale_factor=3.0, init=init).double()
+    an(x)
+    mean = torch.tensor([2.0, 4.0, 1e-6], dtype=torch.float64)
+    std = torch.tensor([1.0, 2.0, 1e-6], dtype=torch.float64)
+    if init == "openai":  # openai/glow tfops.actnorm_scale: log(1 / (sqrt(var) + 1e-6)) / 3
+        scale = 1 / (std + 1e-6)
+    else:
+        scale = 1 / torch.sqrt(std**2 + 1e-6)
+    torch.testing.assert_close(an.bias, -mean)
+    torch.testing.assert_close(an.logs, torch.log(scale) / 3)
+    torch.testing.assert_close(an.scale(), scale)
+
+
+def test_actnorm_init_unknown_raises():
+    with pytest.raises(ValueError, match="init"):
+        ActNorm2d(3, init="other")
+
+
+def test_glow_builder_passes_the_actnorm_init_to_every_network_actnorm():
+    from survae.architectures.glow import glow
+
+    def inits(**kw):
+        flow = glow((1, 8, 8), num_levels=1, num_steps=2, hidden_channels=4, **kw)
+        return {m.init for m in flow.modules() if isinstance(m, ActNorm2d)}
+
+    assert inits() == {"openai"}  # the official default
+    assert inits(actnorm_init="survae") == {"survae"}
