@@ -5,9 +5,11 @@ the run folder, ``<output_dir>/wandb/offline-run-*`` when offline (under ``logge
 set: a sweep's jobs share ``<sweep>/wandb/``); upload them later with ``wandb sync
 <dir>/wandb/offline-run-*``. A run keeps its W&B id in ``<output_dir>/wandb-run-id``, so a
 requeued or resumed run continues the same W&B run. W&B's service process is started with the
-scheduler's signals blocked (Slurm signals every process of a job; the service must outlive a
-preemption until the run has finished its record). :func:`finish_logger` closes a run and marks
-it failed when the training failed.
+scheduler's time-limit signals blocked, and a run survives the loss of the service (Slurm
+signals every process of a job; on a preemption's SIGTERM the service exits): logging calls that
+fail then are dropped with one warning, so the run still saves its checkpoint and stops
+cleanly, and the requeued job continues the W&B run. :func:`finish_logger` closes a run and
+marks it failed when the training failed.
 """
 
 from __future__ import annotations
@@ -112,11 +114,37 @@ def wandb_run_id(run_dir: str) -> str:
     return run_id
 
 
+class ResilientWandbLogger(WandbLogger):
+    """Lightning's W&B logger whose logging calls, once W&B's service process is gone (killed
+    by the scheduler's signal), are dropped with one warning instead of failing the run."""
+
+    _service_lost = False
+
+    def _guarded(self, method: Any, *args: Any) -> Any:
+        if self._service_lost:
+            return None
+        try:
+            return method(*args)
+        except (ConnectionError, OSError) as err:
+            self._service_lost = True
+            warnings.warn(f"W&B's service is gone ({err}); no more W&B logging", stacklevel=3)
+            return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._guarded(super().log_metrics, metrics, step)
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self._guarded(super().log_hyperparams, params)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._guarded(super().after_save_checkpoint, checkpoint_callback)
+
+
 def _wandb_logger(
     cfg: Mapping[str, Any], name: str | None, save_dir: str, mode: str, run_id: str
 ) -> WandbLogger:
     kwargs: dict[str, Any] = {"mode": mode} if mode == "disabled" else {}
-    logger = WandbLogger(
+    logger = ResilientWandbLogger(
         id=run_id,
         resume="allow",
         project=cfg.get("project", "survae"),
@@ -185,4 +213,22 @@ def _finish_run(run: Any, failed: bool) -> str | None:
         run.finish(exit_code=1 if failed else 0)
     except (ConnectionError, OSError) as err:  # the service was killed (e.g. by a scheduler)
         warnings.warn(f"W&B run {run.id} could not be finished ({err})", stacklevel=2)
+        _teardown_lost_service()
     return offline_dir
+
+
+def _teardown_lost_service() -> None:
+    """Let go of a W&B service that is gone: its exit hook would fail again at exit (with a
+    traceback), and a later run in this process needs a new one. W&B has no public call for
+    this (``wandb.teardown`` also stops W&B for the process), hence the guarded look-up."""
+    setup = sys.modules.get("wandb.sdk.wandb_setup")
+    singleton = getattr(setup, "_singleton", None)
+    connection = getattr(singleton, "_connection", None)
+    cleanup = getattr(connection, "_cleanup", None)
+    if callable(cleanup):
+        cleanup()  # unregisters the exit hook
+        singleton._connection = None
+        token = sys.modules.get("wandb.sdk.lib.service.service_token")
+        clear = getattr(token, "clear_service_in_env", None)
+        if callable(clear):
+            clear()  # the next run starts its own service instead of looking for this one

@@ -94,9 +94,10 @@ def scheduler_signals_blocked() -> Iterator[None]:
     """Block the scheduler's signals in this thread for the duration.
 
     Processes started meanwhile inherit the blocked signals: Slurm signals every process of a
-    job, and a helper such as W&B's service would otherwise die on a time-limit warning or a
-    preemption while the run still needs it to finish its record. The signals stay pending
-    for this process and are handled when the block ends."""
+    job, and a helper such as W&B's service would otherwise die on the time-limit warning
+    while the run still needs it to finish its record (a helper that handles a signal itself,
+    as W&B's service does SIGTERM, unblocks it: see :mod:`survae.training.loggers`). The
+    signals stay pending for this process and are handled when the block ends."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return

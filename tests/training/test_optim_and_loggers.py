@@ -108,6 +108,27 @@ def test_wandb_run_keeps_its_id_and_a_sweep_shares_one_folder(monkeypatch, tmp_p
     assert not (run_dir / "wandb").exists()
 
 
+def test_wandb_logging_survives_the_loss_of_its_service(monkeypatch, tmp_path):
+    """Slurm's SIGTERM reaches W&B's service too: the run's later logging calls and its
+    finish must not fail the run (it still has to save and stop cleanly)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = loggers.build_logger({"type": "wandb"}, str(tmp_path))
+
+    def gone(*args, **kwargs):
+        raise ConnectionResetError("Connection lost")
+
+    monkeypatch.setattr(logger.experiment, "log", gone)
+    monkeypatch.setattr(logger.experiment, "finish", gone)
+    monkeypatch.setattr(loggers, "_teardown_lost_service", lambda: None)  # it is not gone
+    with pytest.warns(UserWarning, match="service is gone"):
+        logger.log_metrics({"train/nll": 1.0}, step=1)
+    logger.log_metrics({"train/nll": 2.0}, step=2)  # dropped, no second warning
+    with pytest.warns(UserWarning, match="could not be finished"):
+        loggers.finish_logger(logger, failed=False)
+    monkeypatch.undo()
+    logger.experiment.finish()
+
+
 def test_csv_logger_of_a_resumed_run_keeps_the_earlier_metrics(tmp_path):
     for value in (1.0, 2.0):
         logger = loggers.build_logger({"type": "csv"}, str(tmp_path))
