@@ -18,6 +18,7 @@ plugin classes are in ``hydra_plugins/survae_launcher``, where Hydra looks for t
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import subprocess
@@ -157,19 +158,44 @@ class SweepJob:
         self.task_function = launcher.task_function
 
     def __call__(self, *args: Any) -> JobReturn:
-        """The job, once submitit's signal handlers are in place."""
+        """The job, once submitit's signal handlers are in place. An attempt that Slurm
+        terminated (preemption, ``scontrol requeue``) and that then failed leaves no result:
+        the failure came from the termination (W&B's service killed while starting, say),
+        and the job's result is that of the attempt Slurm starts next."""
         from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
             BaseSubmititLauncher,
         )
 
+        terminated = _note_sigterm()
         unblock_requeue_signals()
-        return BaseSubmititLauncher.__call__(self, *args)  # type: ignore[arg-type]
+        ret = BaseSubmititLauncher.__call__(self, *args)  # type: ignore[arg-type]
+        if terminated and ret.status != JobStatus.COMPLETED:
+            log.warning("terminated by Slurm, then failed: no result, the job runs again")
+            sys.exit(128 + signal.SIGTERM)
+        return ret
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """Requeue with the same arguments (submitit calls it on the time-limit signal)."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _note_sigterm() -> list[int]:
+    """A list that SIGTERM appends to (the handler in place, submitit's, still runs)."""
+    seen: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def noted(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:  # no submitit handler: terminate as before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, noted)
+    return seen
 
 
 def _has_accounting() -> bool:

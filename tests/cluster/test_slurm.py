@@ -245,7 +245,10 @@ def runs(slurm, tmp_path_factory):
     started = time.monotonic()
     r: dict = {"base": base, "env": env}
     r["ref_short"] = local_run(base / "ref_short", env, *training(SHORT))
-    r["preempt"] = sweep(base / "preempt", env, "logger=wandb", *training(SHORT))
+    # every step logs: the SIGTERM that kills W&B's service comes while the run logs
+    r["preempt"] = sweep(
+        base / "preempt", env, "logger=wandb", "trainer.log_every_n_steps=1", *training(SHORT)
+    )
     r["preempt_thread"] = _in_background(_requeue_when_training, base / "preempt", env)
     r["sbatch_id"] = []
     r["sbatch_thread"] = _in_background(
@@ -376,7 +379,8 @@ def test_ddp_over_two_tasks_resumes_bit_identically(runs):
     for job in (0, 1):  # both tasks trained (one rank each)
         task1 = sweep_job_log(runs["base"] / "ddp", job, task=1)
         assert task1 is not None and "[survae] model:" in task1.read_text()
-    assert results(requeued)["finished"] and results(requeued)["steps"] == SHORT // 2
+    assert results(requeued)["finished"]
+    assert results(requeued)["steps"] == results(unbroken)["steps"] > 0
     assert_same_weights(requeued, unbroken)
 
 
