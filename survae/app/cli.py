@@ -24,6 +24,7 @@ from survae.app.failures import (
     is_user_error,
     remove_if_nothing_ran,
 )
+from survae.app.run_log import tee_output
 from survae.config_check import ConfigError
 
 #: ``--debug`` or ``HYDRA_FULL_ERROR=1``: errors keep their traceback
@@ -45,15 +46,42 @@ def config_dir() -> str:
 
 
 def list_experiments() -> list[tuple[str, str]]:
-    """``(name, description)`` for every ``experiment/*.yaml``; the description is the file's
-    first comment line that is not a ``@package`` directive."""
+    """``(name, description)`` for every ``experiment/*.yaml``; the description is the first
+    sentence of the file's first comment paragraph (after the ``@package`` directive), whole
+    even where it runs over several comment lines."""
     rows = []
     for path in sorted(Path(config_dir(), "experiment").glob("*.yaml")):
-        lines = path.read_text().splitlines()
-        comments = [ln.lstrip("#").strip() for ln in lines if ln.startswith("#")]
-        desc = next((c for c in comments if not c.startswith("@package")), "")
-        rows.append((path.stem, desc))
+        paragraph: list[str] = []
+        for line in path.read_text().splitlines():
+            text = line[1:].strip() if line.startswith("#") else None
+            if text is not None and text.startswith("@package"):
+                continue
+            if not text:  # a blank comment line or the config itself ends the paragraph
+                if paragraph:
+                    break
+                continue
+            paragraph.append(text)
+        rows.append((path.stem, first_sentence(" ".join(paragraph))))
     return rows
+
+
+#: abbreviations whose full stop does not end a sentence
+_ABBREVIATIONS = ("e.g.", "i.e.", "et al.", "cf.", "vs.", "Sec.", "Fig.", "Eq.", "App.", "Tab.")
+
+
+def first_sentence(text: str) -> str:
+    """``text`` up to the first full stop that ends a sentence: followed by a space or the
+    end, outside parentheses and brackets, not an abbreviation (:data:`_ABBREVIATIONS`)."""
+    depth = 0
+    for i, char in enumerate(text):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(depth - 1, 0)
+        elif char == "." and depth == 0 and (i + 1 == len(text) or text[i + 1] == " "):
+            if not text[: i + 1].endswith(_ABBREVIATIONS):
+                return text[: i + 1]
+    return text
 
 
 def sweep_objective(results: dict[str, Any], objective: str = "val_best") -> float | None:
@@ -124,13 +152,22 @@ def _hydra_main():
     def main(cfg: DictConfig) -> float | None:
         from survae.training import train
 
-        with one_line_errors_in_single_runs():
+        with one_line_errors_in_single_runs(), tee_output(_job_log()):
             container = _job_config(cfg)
             results = train(container)
         exit_if_interrupted(results)
         return sweep_objective(results, str(container.get("objective", "val_best")))
 
     return main
+
+
+def _job_log() -> Path:
+    """Hydra's log file of this job (``<run folder>/cli.log``), which also gets what the run
+    prints (:func:`survae.app.run_log.tee_output`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    return Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log"
 
 
 @contextlib.contextmanager
@@ -161,9 +198,11 @@ def _resume_main(argv: Sequence[str]) -> None:
 
     cfg, changes = resume_config(argv)
     cfg.setdefault("run_info", {})["command"] = reproducible_command(argv)
-    if changes:
-        print(f"[survae] overrides on top of the saved config: {', '.join(changes)}")
-    exit_if_interrupted(train(cfg))
+    with tee_output(Path(cfg["paths"]["output_dir"]) / "cli.log"):  # the run's log goes on
+        if changes:
+            print(f"[survae] overrides on top of the saved config: {', '.join(changes)}")
+        results = train(cfg)
+    exit_if_interrupted(results)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -176,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = [a for a in argv if a != "--debug"]
     try:
         _dispatch(argv)
+    except BrokenPipeError:  # `run.py --help | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except SweepJobError as err:  # the sweep's table is printed; one line says what failed
         if _FULL_TRACEBACK:
             raise
@@ -196,8 +237,10 @@ def _dispatch(argv: list[str]) -> None:
         except BrokenPipeError:  # `survae-run --list-experiments | head`
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
-    if "--version" in argv:
-        print(f"survae {survae.__version__}")
+    if "--version" in argv or "-V" in argv:
+        from survae.__main__ import version_text
+
+        print(version_text())  # the same line as `survae --version`
         return
     from survae.training.resume import wants_resume
 

@@ -289,14 +289,15 @@ def _build_trainer(
     if logger is not None:
         exact = "exact" if module.model.exact else "bound"
         info = module.hparams.get("data_info") or {}
-        logger.log_hyperparams(
-            {
-                "num_parameters": num_params,
-                "likelihood": exact,
-                "data_kind": info.get("kind"),
-                "data_shape": list(info.get("shape") or []),
-            }
-        )
+        extra = {
+            "num_parameters": num_params,
+            "likelihood": exact,
+            "data_kind": info.get("kind"),
+            "data_shape": list(info.get("shape") or []),
+        }
+        if (cfg.get("logger") or {}).get("type", "wandb") != "wandb":  # W&B has it already
+            extra = {**cfg, **extra}
+        logger.log_hyperparams(extra)
     return trainer, logger
 
 

@@ -115,3 +115,25 @@ def test_optuna_sweep_bounded_by_max_steps_gets_a_value_from_every_trial(tmp_pat
             assert isinstance(record["val"], float)
         else:
             assert record["state"] == "diverged" and record["reason"]
+
+
+def test_logger_config_holds_the_run_config_once(make_config, monkeypatch):
+    from pytorch_lightning.loggers import WandbLogger
+
+    logged: list[dict] = []
+    original = WandbLogger.log_hyperparams
+
+    def record(self, params, *args, **kwargs):
+        logged.append(dict(params))
+        return original(self, params, *args, **kwargs)
+
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", record)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_config("trainer.max_steps=2")
+    cfg["logger"] = {"type": "wandb", "project": "survae-test", "mode": "offline"}
+    train(cfg)
+    keys = [k for params in logged for k in params]
+    assert "data" in keys and "model" in keys and "num_parameters" in keys
+    for duplicate in ("data_config", "model_spec", "data_info", "optim_config"):
+        assert duplicate not in keys
+    assert len(keys) == len(set(keys))
