@@ -135,7 +135,7 @@ def _run_py(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProce
         env=_env(**env),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
 
 
@@ -161,7 +161,7 @@ def test_fetch_offline_is_one_line(tmp_path):
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

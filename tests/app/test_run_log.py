@@ -35,7 +35,7 @@ def test_run_log_holds_the_output_and_progress_is_plain_lines(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
