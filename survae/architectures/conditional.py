@@ -3,7 +3,8 @@
 
 As the official code's ``--ycond``, the class enters the model only through the top prior:
 its mean and log-std are the learned top prior's plus a per-channel shift that is a
-zero-initialised linear function of the one-hot class (a learned mean and scale per class).
+zero-initialised linear function of the one-hot class (a learned mean and scale per class),
+times a learned per-output scale ``exp(3·logs)`` as the official ``linear_zeros`` (``ycond``).
 The model therefore starts exactly as the unconditional Glow with the same settings and
 ``log p(x | y)`` is a bound on the discrete class-conditional likelihood, as Glow's.
 (The official code also adds a classifier loss on the top latent, ``weight_y``; not here.)
@@ -33,15 +34,32 @@ from survae.utils import sum_except_batch
 LOG_2PI = 1.8378770664093453  # log(2π)
 
 
+#: class embeddings of the top prior: openai/glow's ``linear_zeros`` (``--ycond``) and survae's
+#: earlier zero-initialised ``nn.Linear`` (the same function without the output scale)
+YCONDS = ("openai", "linear")
+
+
 @register("distribution", "conditional_glow_top_prior")
 class ConditionalGlowTopPrior(ConditionalDistribution):
     """Glow's class-conditional top prior ``N(μ + a(c), diag exp(log σ + b(c))²)`` on
     ``shape = (C, H, W)``: ``(μ, log σ)`` from :class:`GlowTopPrior`, ``(a, b)`` per-channel
     shifts from a zero-initialised linear map of the context ``[B, context_features]`` (the
     one-hot class). Starts as the unconditional prior; samples take their batch size from the
-    context and have spread ``T·σ`` at temperature ``T``."""
+    context and have spread ``T·σ`` at temperature ``T``.
 
-    def __init__(self, shape: Sequence[int], context_features: int, edge_bias: bool = True):
+    ``ycond="openai"`` is openai/glow's ``prior`` with ``--ycond`` (``tfops.linear_zeros``):
+    ``[a, b] = (c W + β) · exp(3 · logs)`` with ``W``, ``β`` and the per-output ``logs`` all
+    zero at the start (``context_logs`` holds ``logs``); ``"linear"`` is survae's earlier
+    ``[a, b] = c W + β`` (no output scale, ``2C`` parameters fewer).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        context_features: int,
+        edge_bias: bool = True,
+        ycond: str = "linear",
+    ):
         super().__init__()
         self.top = GlowTopPrior(shape, edge_bias=edge_bias)
         self.shape = self.top.shape
@@ -49,8 +67,24 @@ class ConditionalGlowTopPrior(ConditionalDistribution):
             raise ValueError(
                 f"ConditionalGlowTopPrior: context_features must be >= 1, got {context_features}"
             )
+        if ycond not in YCONDS:
+            raise ValueError(
+                f"ConditionalGlowTopPrior: ycond must be one of {YCONDS}, got {ycond!r}"
+            )
         self.context_features = int(context_features)
+        self.ycond = ycond
         self.context_map = zero_init_(nn.Linear(context_features, 2 * self.shape[0]))
+        if ycond == "openai":
+            self.context_logs = nn.Parameter(torch.zeros(2 * self.shape[0]))
+        else:
+            self.register_parameter("context_logs", None)
+
+    def class_shift(self, context: torch.Tensor) -> torch.Tensor:
+        """``[a(c), b(c)]``, ``[B, 2C]``: the class's shift of the mean and the log-std."""
+        h = self.context_map(context)
+        if self.context_logs is not None:  # openai/glow's logscale_factor 3
+            h = h * torch.exp(3.0 * self.context_logs)
+        return h
 
     def mean_and_log_std(self, context: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``μ`` and ``log σ``, each ``[B, C, H, W]`` for a context of ``B`` rows."""
@@ -60,7 +94,7 @@ class ConditionalGlowTopPrior(ConditionalDistribution):
             )
         check_shape(self, context, (None, self.context_features), "context")
         mean, log_std = self.top.mean_and_log_std()
-        shift = self.context_map(context.to(mean.dtype))[:, :, None, None]
+        shift = self.class_shift(context.to(mean.dtype))[:, :, None, None]
         d_mean, d_log_std = shift.chunk(2, dim=1)
         return mean + d_mean, log_std + d_log_std
 
@@ -160,11 +194,15 @@ def conditional_glow(
     shift_first: bool = True,
     actnorm_logscale_factor: float = 3.0,
     actnorm_init: str = "openai",
+    ycond: str = "linear",
 ) -> MultiScaleFlow:
     """Class-conditional Glow: :func:`~survae.architectures.glow.glow` (``top_prior="learntop"``)
     with :class:`ConditionalGlowTopPrior` over ``context_features`` classes (one-hot context);
     ``class_embedding > 0``: the couplings also read a learned class embedding of that many
-    channels (module docstring). The other arguments are Glow's."""
+    channels (module docstring). ``ycond``: the prior's class embedding, ``"openai"``
+    (openai/glow's ``linear_zeros``, with its output scale; the config's default) or
+    ``"linear"`` (survae's earlier plain linear map, the builder's default, so checkpoints
+    saved before the option load unchanged). The other arguments are Glow's."""
     if class_embedding < 0:
         raise ValueError(f"conditional_glow: class_embedding must be >= 0, got {class_embedding}")
     flow = glow(
@@ -187,9 +225,9 @@ def conditional_glow(
     if class_embedding:
         _embed_class_in_couplings(flow, context_features, class_embedding)
     flow.base_dist = ConditionalGlowTopPrior(
-        flow.base_dist.shape, context_features, edge_bias=edge_bias
+        flow.base_dist.shape, context_features, edge_bias=edge_bias, ycond=ycond
     )
     return flow
 
 
-__all__ = ["ClassEmbeddingContext", "ConditionalGlowTopPrior", "conditional_glow"]
+__all__ = ["YCONDS", "ClassEmbeddingContext", "ConditionalGlowTopPrior", "conditional_glow"]
