@@ -116,9 +116,10 @@ class _ResidualBlock(Bijection):
 
     @property
     def exact(self) -> bool:  # type: ignore[override]
-        """Only the brute-force log-determinant is exact; the estimators are unbiased
-        (roulette) or truncated (series) estimates."""
-        return self.mode == "exact"
+        """Whether the evaluation log-likelihood (``eval_logdet``, the one validation, test
+        and reported numbers use) is exact: only the brute-force log-determinant is; the
+        estimators are unbiased (roulette) or truncated (series) estimates."""
+        return self.eval_logdet == "exact"
 
     def _check(self, x: torch.Tensor, what: str) -> None:
         raise NotImplementedError
