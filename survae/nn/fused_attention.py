@@ -13,20 +13,39 @@ up to float rounding (tested), including the dropout on the attention weights, w
 draws from the same generator in the same order.
 
 The kernel is compiled on first use with PyTorch's C++ extension builder (a C++ compiler and
-``ninja`` are needed; the build takes ~30 s once and is cached under
-``$TORCH_EXTENSIONS_DIR``, per CPU instruction set and torch version), with OpenMP where torch
-has it, so that the (cloud, head) pairs are split over torch's intra-op threads. Its entry
-points are registered operators (``survae::fused_attention`` and
-``survae::fused_attention_backward``), so ``torch.compile`` keeps them in its graphs and
-``torch.utils.flop_counter`` counts them. On a GPU, PyTorch's fused
-``scaled_dot_product_attention`` is already the fast path and this module is not used.
+``ninja`` are needed; the build takes ~30 s once), with OpenMP where torch has it, so that the
+(cloud, head) pairs are split over torch's intra-op threads. Its entry points are registered
+operators (``survae::fused_attention`` and ``survae::fused_attention_backward``), so
+``torch.compile`` keeps them in its graphs and ``torch.utils.flop_counter`` counts them. On a
+GPU, PyTorch's fused ``scaled_dot_product_attention`` is already the fast path and this module
+is not used.
+
+A compiled library runs code when loaded, so survae builds and loads it only from a folder of
+its own that nobody else can write: ``$SURVAE_EXTENSIONS_DIR``, else
+``${XDG_CACHE_HOME:-~/.cache}/survae/extensions``, one subfolder per CPU instruction set, torch
+and Python version. The folders are created ``0700``; one owned by another user, writable by
+group or others, or below a folder others may rename it in (writable, not sticky) is refused
+with :class:`UnsafeExtensionError`. After a build, the library's SHA-256 is recorded beside it
+with a key of the sources, flags, compiler, torch and Python it was built from; a library is
+loaded only when both match. One whose record does not match these sources and this compiler
+(or has none) is deleted and rebuilt, never loaded; one that differs from the recorded hash
+(planted or modified after the build) is refused with :class:`UnsafeExtensionError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.util
+import json
+import os
 import platform
+import shutil
+import stat
+import subprocess
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -39,14 +58,25 @@ _SOURCE = Path(__file__).with_name("csrc") / "attention.cpp"
 HEAD_SIZES = (4, 8, 16)
 
 
+#: the build root when set (default ``${XDG_CACHE_HOME:-~/.cache}/survae/extensions``)
+DIR_ENV = "SURVAE_EXTENSIONS_DIR"
+#: beside the library: what it was built from and its SHA-256
+RECORD = "survae-build.json"
+
+
 class FusedAttentionBuildError(RuntimeError):
     """The fused attention kernel could not be built on this machine."""
 
 
+class UnsafeExtensionError(FusedAttentionBuildError):
+    """The kernel's build folder could be written by someone else, or the library in it is not
+    the one survae built there: nothing is loaded."""
+
+
 def _build_tag() -> str:
     """A short tag of this CPU's instruction set and the torch and Python versions, so that a
-    build directory shared between machines (a cluster's home directory) never hands one CPU
-    another's ``-march=native`` code, nor a new torch a binary built against an old one."""
+    home directory shared between machines (a cluster's) never hands one CPU another's
+    ``-march=native`` code, nor a new torch a binary built against an old one."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -60,10 +90,148 @@ def _build_tag() -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def build_root() -> Path:
+    """The folder survae builds compiled kernels in (see the module docstring)."""
+    if os.environ.get(DIR_ENV):
+        return Path(os.environ[DIR_ENV]).expanduser().absolute()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser().absolute() / "survae" / "extensions"
+
+
+def _refuse(path: Path, why: str) -> UnsafeExtensionError:
+    return UnsafeExtensionError(
+        f"speed.fused_attention: {path} {why}; survae builds and loads compiled code only "
+        f"from a folder nobody else can write (make it yours and chmod go-w, or set {DIR_ENV} "
+        "to a private folder). Nothing was loaded"
+    )
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` created (``0700``) if missing, then checked: owned by this user and writable
+    by nobody else, and every folder above it owned by this user or root and, where others
+    may write it, sticky (so that nobody can rename ``path`` away and put another in its
+    place). Raises :class:`UnsafeExtensionError` naming the folder and the fault."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    uid = os.geteuid()
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise _refuse(path, "is not a folder (a symbolic link?)")
+    if info.st_uid != uid:
+        raise _refuse(path, f"is owned by user id {info.st_uid}, not by you ({uid})")
+    if info.st_mode & 0o022:
+        raise _refuse(path, f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})")
+    # the folders above it as named (a symbolic link among them can be swapped by whoever may
+    # write the folder holding the link) and as they really are
+    for parent in dict.fromkeys([*path.absolute().parents, *path.resolve().parents]):
+        info = parent.stat()
+        if info.st_uid not in (uid, 0):
+            raise _refuse(parent, f"(above the build folder) is owned by user id {info.st_uid}")
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            mode = stat.S_IMODE(info.st_mode)
+            raise _refuse(parent, f"(above the build folder) is writable by others (mode {mode:o})")
+    return path
+
+
+def _compiler_identity() -> str:
+    """The C++ compiler torch's builder uses (``$CXX`` or ``c++``): its path and version."""
+    cxx = os.environ.get("CXX", "c++")
+    path = shutil.which(cxx)
+    if path is None:
+        return f"{cxx}: not found"
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60)
+        version = out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+    except (OSError, subprocess.SubprocessError):
+        version = "?"
+    return f"{os.path.realpath(path)} {version}"
+
+
+def build_key(flags: list[str]) -> str:
+    """A hash of what the library is built from: the sources, the flags, the compiler, torch
+    and Python (a library recorded under another key is never loaded)."""
+    h = hashlib.sha256(_SOURCE.read_bytes())
+    for part in (*flags, _compiler_identity(), torch.__version__, platform.python_version()):
+        h.update(b"\0" + part.encode())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_build(folder: Path, key: str, library: Path) -> None:
+    """Record ``library`` (just built in ``folder`` from what ``key`` hashes) and its SHA-256."""
+    record = {"key": key, "library": library.name, "sha256": _sha256(library)}
+    tmp = folder / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, folder / RECORD)
+
+
+def _verified_library(folder: Path, key: str) -> Path | None:
+    """The recorded library of ``folder`` when it was built from ``key`` and is unchanged;
+    None when there is none to load (an unrecorded or stale build is deleted, to be rebuilt).
+    Raises :class:`UnsafeExtensionError` for a library that differs from its record."""
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        record = {}
+    library = folder / str(record.get("library", ""))
+    if record.get("key") == key and library.is_file() and library.parent == folder:
+        if _sha256(library) == record.get("sha256"):
+            return library
+        raise UnsafeExtensionError(
+            f"speed.fused_attention: {library} is not the library survae built there (its "
+            "SHA-256 differs from the one recorded at build time): a planted or modified "
+            f"binary. It was not loaded; find out who changed it, then delete {folder} to "
+            "rebuild"
+        )
+    leftovers = [p for p in folder.iterdir() if p.suffix in (".so", ".pyd", ".dylib")]
+    if leftovers:
+        warnings.warn(
+            f"speed.fused_attention: {', '.join(map(str, leftovers))} has no build record for "
+            "these sources and this compiler; not loaded, rebuilding",
+            stacklevel=3,
+        )
+    for entry in folder.iterdir():  # a clean build: ninja must not reuse anything found here
+        if entry.name != ".survae-build.lock":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    return None
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One process at a time checks, builds and records in ``folder``."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks: builds of parallel first uses may repeat
+        yield
+        return
+    with open(folder / ".survae-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _import_library(name: str, library: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, library)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @functools.cache
 def load_extension() -> ModuleType:
-    """Build (once per CPU type and torch version, then cached) and import the kernel. Raises
-    :class:`FusedAttentionBuildError`, naming the cause, when it cannot be built."""
+    """Build (once per CPU type and torch version, then cached) and import the kernel, from
+    survae's own checked folder and only as recorded at build time (module docstring).
+    Raises :class:`FusedAttentionBuildError`, naming the cause, when it cannot be built, and
+    :class:`UnsafeExtensionError` for an unsafe folder or a planted or modified library."""
     from torch.utils import cpp_extension
 
     try:
@@ -73,18 +241,40 @@ def load_extension() -> ModuleType:
             "speed.fused_attention needs ninja to build its kernel (pip install ninja); "
             "set speed.fused_attention=false to use PyTorch's attention"
         ) from e
+    name = f"survae_attention_{_build_tag()}"
+    folder = private_dir(private_dir(build_root()) / name)
+    flags, openmp = _compile_flags()
+    key = build_key(flags + openmp)
+    with _locked(folder):
+        library = _verified_library(folder, key)
+        if library is not None:
+            return _import_library(name, library)
+        module = _build(name, folder, flags, openmp)
+        record_build(folder, key, Path(module.__file__))
+        return module
+
+
+def _compile_flags() -> tuple[list[str], list[str]]:
+    """The optimisation flags and the OpenMP flags (empty where torch has no OpenMP)."""
     flags = ["-O3", "-fno-math-errno"]
     if platform.machine() in ("x86_64", "AMD64"):
         flags.append("-march=native")
     # at::parallel_for splits the (cloud, head) pairs over torch's intra-op threads only when
     # compiled with OpenMP; the extension then shares the libgomp torch has already loaded.
-    openmp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
+    return flags, ["-fopenmp"] if torch.backends.openmp.is_available() else []
+
+
+def _build(name: str, folder: Path, flags: list[str], openmp: list[str]) -> ModuleType:
+    """Compile the kernel into ``folder`` (empty: a clean build) and import it."""
+    from torch.utils import cpp_extension
+
     try:
         return cpp_extension.load(
-            name=f"survae_attention_{_build_tag()}",
+            name=name,
             sources=[str(_SOURCE)],
             extra_cflags=flags + openmp,
             extra_ldflags=openmp,
+            build_directory=str(folder),
             verbose=False,
         )
     except Exception as e:  # compiler missing or failing: one clear error with the cause
@@ -192,6 +382,7 @@ def fused_attention(qkv: torch.Tensor, heads: int, dropout: float = 0.0) -> torc
 __all__ = [
     "HEAD_SIZES",
     "FusedAttentionBuildError",
+    "UnsafeExtensionError",
     "fused_attention",
     "load_extension",
     "supports",
