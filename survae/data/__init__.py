@@ -40,6 +40,8 @@ from survae.data.images import (
 from survae.data.omniglot import BinarizedOmniglotDataModule
 from survae.data.spatial_mnist import SpatialMNISTDataModule
 from survae.data.svhn import SVHNDataModule
+from survae.data.target import TargetDataModule
+from survae.data.torus import TorusMixtureDataModule
 from survae.data.toy import (
     AbsDataModule,
     CheckerboardDataModule,
@@ -66,6 +68,8 @@ from survae.data.uci import (
 )
 
 __all__ = [
+    "TargetDataModule",
+    "TorusMixtureDataModule",
     "CelebADataModule",
     "BinarizedOmniglotDataModule",
     "SVHNDataModule",

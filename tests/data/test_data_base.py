@@ -23,6 +23,8 @@ NAMES = {
     "two_spirals",
     "pinwheel",
     "rings",
+    "torus_mixture",
+    "target",
     "gaussian",
     "crescent",
     "crescent_cubed",
