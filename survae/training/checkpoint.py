@@ -4,6 +4,7 @@ RNG and data-order state that makes a resumed run continue bit for bit."""
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import signal
@@ -90,8 +91,17 @@ class ExactResumeState(pl.Callback):
                 "examples": int(done) * int(batch_size),
                 "epoch_done": int(done >= trainer.num_training_batches),
             }
+            close_finished_epoch(checkpoint)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # before Lightning restores its loops from the same mapping: older checkpoints too
+        close_finished_epoch(checkpoint)
+        if checkpoint.get("epoch_closed") and trainer.max_steps != -1:
+            # a step-bounded run counts one batch more when it restarts at an epoch's start
+            # (Lightning's logging step, not an optimisation step): counted here beforehand
+            state = checkpoint["loops"]["fit_loop"].get("epoch_loop.state_dict") or {}
+            if "_batches_that_stepped" in state:
+                state["_batches_that_stepped"] -= 1
         state = checkpoint.get("rng_states")
         self._position = checkpoint.get("data_position")
         if not state:
@@ -121,6 +131,72 @@ class ExactResumeState(pl.Callback):
         if self._rng_before_validation is not None:
             _set_rng_states(self._rng_before_validation)
             self._rng_before_validation = None
+
+
+def _finished_epoch_form(fit: dict[str, Any]) -> str | None:
+    """How a fit-loop state that has run all of an epoch's batches was saved: ``"last_batch"``
+    (in ``on_train_batch_end`` of the last batch: the batch not yet completed, the epoch not
+    processed), ``"epoch_end"`` (in ``on_train_epoch_end``: processed, not completed), or
+    None (any other point, e.g. already closed or mid-validation)."""
+    batch = fit["epoch_loop.batch_progress"]["current"]
+    epoch = fit["epoch_progress"]["current"]
+    if batch["completed"] == batch["processed"] - 1 and epoch["processed"] == epoch["started"] - 1:
+        return "last_batch" if fit["epoch_loop.batch_progress"]["is_last_batch"] else None
+    if (
+        batch["completed"] == batch["processed"]
+        and epoch["processed"] == epoch["started"]
+        and epoch["completed"] == epoch["processed"] - 1
+    ):
+        return "epoch_end"
+    return None
+
+
+def _zero(progress: dict[str, Any]) -> None:
+    for key, value in progress.items():
+        progress[key] = 0 if isinstance(value, int) else value
+
+
+def close_finished_epoch(checkpoint: dict[str, Any]) -> bool:
+    """Record a checkpoint saved after an epoch's last batch as the start of the next epoch.
+
+    ``data_position.epoch_done`` says the epoch's batches have all been run. Lightning resumes
+    a save on the last batch by closing the epoch without counting the next one as started
+    (a second checkpoint in that epoch then resumes into it again and trains it twice), and
+    an epoch-end save by running the epoch's end again (when the run is also bounded by
+    ``max_epochs`` it stops an epoch early). Counted as closed -- the epoch processed and
+    completed, the next one's batch, scheduler and optimiser counters at zero, as Lightning
+    has them when it starts an epoch -- either resumes like an unbroken run in both stopping
+    modes. The rest of the closed epoch's end (its validation, when the save came before it)
+    is skipped; validation never moves the training RNG streams (:class:`ExactResumeState`).
+    Returns whether the checkpoint was changed (then ``checkpoint["epoch_closed"]`` is set).
+    """
+    if not (checkpoint.get("data_position") or {}).get("epoch_done"):
+        return False
+    loops = checkpoint.get("loops") or {}
+    try:
+        form = _finished_epoch_form(loops["fit_loop"])
+        if form is None:
+            return False
+        fit = copy.deepcopy(loops["fit_loop"])
+        for scope in ("current", "total"):
+            epoch = fit["epoch_progress"][scope]
+            epoch["processed"] = epoch["completed"] = epoch["started"]
+            batch = fit["epoch_loop.batch_progress"][scope]
+            batch["completed"] = batch["processed"]
+        fit["epoch_loop.batch_progress"]["is_last_batch"] = False
+        _zero(fit["epoch_loop.batch_progress"]["current"])
+        _zero(fit["epoch_loop.scheduler_progress"]["current"])
+        optimizer = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
+        _zero(optimizer["step"]["current"])
+        _zero(optimizer["zero_grad"]["current"])
+    except (KeyError, TypeError):  # a loop layout of another Lightning version: leave it
+        return False
+    state = fit.get("epoch_loop.state_dict") or {}
+    if form == "last_batch" and "_batches_that_stepped" in state:
+        state["_batches_that_stepped"] += 1  # as the batch's completion would have counted it
+    checkpoint["loops"] = {**loops, "fit_loop": fit}
+    checkpoint["epoch_closed"] = True
+    return True
 
 
 def _get_rng_states() -> dict[str, Any]:
@@ -168,6 +244,7 @@ class LatestCheckpoint(Checkpoint):
         self.every_seconds = None if every_minutes is None else 60.0 * float(every_minutes)
         self._last_saved_step = -1
         self._last_saved_time = time.monotonic()
+        self._before_epoch_end = False
         self._signal: str | None = None
         self._previous_sigint: Any = None
 
@@ -202,6 +279,12 @@ class LatestCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path)
         self._last_saved_step = trainer.global_step
         self._last_saved_time = time.monotonic()
+        # a save on an epoch's last batch comes before the epoch's validation: the epoch-end
+        # save after it is still due (last.ckpt then holds the validation's results too)
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        self._before_epoch_end = bool(progress.is_last_batch) and (
+            progress.current.completed < progress.current.processed
+        )
 
     def _decide(self, trainer) -> tuple[str | None, bool]:
         """The signal to stop on (None: go on) and whether a periodic save is due; the same
@@ -229,7 +312,7 @@ class LatestCheckpoint(Checkpoint):
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.global_step != self._last_saved_step:
+        if trainer.global_step != self._last_saved_step or self._before_epoch_end:
             self.save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:

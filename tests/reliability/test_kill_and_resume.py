@@ -1,5 +1,6 @@
 """Faults a multi-day run meets, on a real ``run.py`` subprocess with a tiny toy model:
-SIGKILL mid-epoch and mid-checkpoint-write, SIGTERM (preemption), two launches in the same
+SIGKILL mid-epoch, mid-checkpoint-write and between an epoch's last step checkpoint and its
+epoch-end save, SIGTERM (preemption), two launches in the same
 second, a shared folder. Resumed runs must end with bit-identical weights to unbroken ones."""
 
 from __future__ import annotations
@@ -145,6 +146,45 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, stop, kill_at)
     _assert_same_weights(tmp_path / "straight", tmp_path / "killed")
     record = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert record["finished"] and record["steps"] == _step_of(tmp_path / "straight")
+
+
+@pytest.mark.parametrize(
+    ("stop", "kills"),
+    [("trainer.max_epochs=3", (8, 16)), ("trainer.max_steps=24", (8,))],
+    ids=["max_epochs", "max_steps"],
+)
+def test_sigkill_between_last_batch_and_epoch_end_saves_resumes_bit_identical(
+    tmp_path, stop, kills
+):
+    """A step checkpoint on an epoch's last batch, then SIGKILL in that epoch's validation
+    (before the epoch-end save): the resumed run goes on into the next epoch with the loop
+    state, weights and optimizer state of an unbroken run (killed again one epoch later, it
+    still trains each epoch once)."""
+    base = [*TINY, stop, "callbacks.checkpoint_every_n_steps=4", "imports=[faults]", "test=false"]
+    straight = _run([*base, f"hydra.run.dir={tmp_path}/straight"], tmp_path)
+    run_dir = tmp_path / "killed"
+    for i, step in enumerate(kills):
+        args = [f"resume={run_dir}", TRUSTED] if i else [*base, f"hydra.run.dir={run_dir}"]
+        code, _, err = _finish(_run(args, tmp_path, env=_kill_in_validation(step)))
+        assert code == -signal.SIGKILL, err[-2000:]
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        assert ckpt["global_step"] == step and ckpt["data_position"]["epoch_done"]
+        assert ckpt["epoch_closed"]  # the step checkpoint of the last batch, as closed
+    code, _, err = _finish(_run([f"resume={run_dir}", TRUSTED], tmp_path))
+    assert code == 0, err[-3000:]
+    code, _, err = _finish(straight)
+    assert code == 0, err[-3000:]
+    _assert_same_weights(tmp_path / "straight", run_dir)
+    runs = (tmp_path / "straight", run_dir)
+    loops = [load_checkpoint(d / "checkpoints" / "last.ckpt")["loops"]["fit_loop"] for d in runs]
+    assert loops[0] == loops[1]
+    records = [json.loads((d / "results.json").read_text()) for d in runs]
+    assert records[0]["steps"] == records[1]["steps"] == 24
+    assert records[0]["epochs"] == records[1]["epochs"]
+
+
+def _kill_in_validation(step: int) -> dict[str, str]:
+    return {"FAULT_KILL_IN_VALIDATION_AT_STEP": str(step)}
 
 
 def test_sigkill_mid_checkpoint_write_keeps_the_previous_one_and_cleans_up(tmp_path):
