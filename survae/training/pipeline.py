@@ -366,7 +366,11 @@ def _test(
         print(
             f"[survae] stopped by {results['interrupted']} at step {trainer.global_step}; latest "
             f"state: {results['last_checkpoint']}\n"
-            f"[survae] continue with: {resume_command(out_dir)}"
+            + (
+                "[survae] the Slurm job is requeued and continues from there"
+                if slurm.requeues_itself(results["interrupted"])
+                else f"[survae] continue with: {resume_command(out_dir)}"
+            )
         )
     elif cfg.get("test", True):
         # best: the best-validation weights; last: the final (in-memory) weights, as the

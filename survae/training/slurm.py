@@ -68,6 +68,12 @@ def restore_requeue_handlers() -> None:
             signal.signal(signum, handler)
 
 
+def requeues_itself(signame: str | None) -> bool:
+    """Whether a run stopped by ``signame`` requeues its Slurm job (:func:`requeue`: the
+    time-limit warning), so that it continues in its folder by itself."""
+    return in_slurm_job() and signame in ("SIGUSR1", "SIGUSR2")
+
+
 def requeue(signame: str) -> None:
     """After training stopped on ``signame`` (its latest state saved, its records written):
     give the signal to the handler that was in place before training (submitit's handler

@@ -36,9 +36,12 @@ def slurm() -> dict[str, str]:
     """The environment for commands on the cluster; skips when no Slurm answers."""
     env = slurm_env()
     hint = "start one with `sudo scripts/slurm_local.sh start`"
+    conf = env.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+    if not os.path.isfile(conf):
+        pytest.skip(f"no Slurm configured ({conf} does not exist); {hint}")
     try:
         out = subprocess.run(
-            ["sinfo", "-h", "-o", "%P %a"], env=env, capture_output=True, text=True, timeout=30
+            ["sinfo", "-h", "-o", "%P %a"], env=env, capture_output=True, text=True, timeout=20
         )
     except FileNotFoundError:
         pytest.skip(f"Slurm is not installed (no sinfo); {hint}")
