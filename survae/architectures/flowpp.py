@@ -95,7 +95,9 @@ def flowpp_stages(
     order) and the output shape. ``net_kwargs`` go to every ``flowpp_net`` (its ``image_size``
     is filled in per stage); ``context_channels`` makes every coupling conditional; ``rescale``
     gives the mixture couplings survae's learnable per-channel scale of ``tanh`` (the official
-    code has none)."""
+    code has none). ``net_kwargs["data_init"]`` also gives the ``Norm`` layers the official
+    initial scale ``1/√(var + 1e-8)`` (else ``1/√(var + 1e-6)``)."""
+    data_init = bool(net_kwargs.get("data_init", False))
     if coupling not in COUPLINGS:
         raise ValueError(f"Flow++: coupling must be one of {COUPLINGS}, got {coupling!r}")
     C, H, W = (int(s) for s in shape)
@@ -119,7 +121,8 @@ def flowpp_stages(
         layers.append(HalfSplit(split))
         net = {"name": "flowpp_net", **net_kwargs, "image_size": pair[1:]}
         for i in range(n):
-            layers.append(ElementwiseActNorm(pair))
+            # the official Norm's init: 1/sqrt(var + 1e-8) (survae's: + 1e-6)
+            layers.append(ElementwiseActNorm(pair, eps=1e-8 if data_init else 1e-6))
             if pointwise:
                 layers.append(GroupedConv1x1(pair[0], num_groups=2))
             if coupling == "mixture":
@@ -193,6 +196,7 @@ def flowpp_dequantization(
         num_heads=stage_kwargs.get("num_heads", 4),
         image_size=(H, W // 2),
         weight_norm=stage_kwargs.get("weight_norm", False),
+        data_init=stage_kwargs.get("data_init", False),
     )
     sampler = conditional_flowpp(
         shape, stages, None, context_channels=context_channels, dropout=dropout, **stage_kwargs
@@ -274,6 +278,7 @@ def flowpp_front(
     output_concat_elu: bool = False,
     mixture_rescale: bool = True,
     attention: str = "self",
+    data_init: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any], Transform]:
     """The part shared by the Flow++-style builders (``flowpp``, ``vflow``, ``anf``), from
     their hyperparameters of the same names: the coupling-network hyperparameters, the stage
@@ -289,6 +294,8 @@ def flowpp_front(
         output_concat_elu=output_concat_elu,
         attention=attention,
     )
+    if data_init:  # only then in the network specs, which stay as before without it
+        net_kwargs["data_init"] = True
     common: dict[str, Any] = dict(
         coupling=check_choice(coupling, COUPLINGS, "coupling"),
         num_components=num_components,
@@ -338,6 +345,7 @@ def flowpp(
     output_concat_elu: bool = False,
     mixture_rescale: bool = False,
     attention: str = "self",
+    data_init: bool = False,
 ) -> Flow:
     """Flow++: dequantization → ``logit(0.05 + 0.9·x)`` → Flow++ stages → N(0, I).
 
@@ -350,6 +358,13 @@ def flowpp(
     ImageNet models' weight-normalised convolutions and concat-ELU before each coupling
     network's output conv; ``mixture_rescale`` adds survae's learnable per-channel scale of the
     mixture couplings' ``tanh`` (one parameter per transformed channel; not in the official code).
+    ``data_init`` is the official code's data-dependent initialisation (``flows/flows.py``; on in
+    the Flow++ configs): every convolution of the coupling networks and the dequantizer's
+    context processor starts ``N(0, 0.05²)`` and is rescaled on the first training batch to
+    output mean 0 and std ``init_scale`` per channel (1; 0.1 before a gate and at a coupling's
+    output, which is then not zero), weight-norm gains included, and the ``Norm`` layers use
+    ``1/√(var + 1e-8)``. ``False``: survae's initialisation (PyTorch's, zero output
+    convolutions). A loaded or resumed model is never re-initialised.
     """
     check_discrete_image(data_shape, num_bins, "flowpp")
     net_kwargs, common, dequantizer = flowpp_front(
@@ -375,6 +390,7 @@ def flowpp(
         output_concat_elu=output_concat_elu,
         mixture_rescale=mixture_rescale,
         attention=attention,
+        data_init=data_init,
     )
     main, latent_shape = flowpp_stages(data_shape, stages, **common, **net_kwargs)
     layers: list[Transform] = [dequantizer, Logit(eps=logit_eps), *main]

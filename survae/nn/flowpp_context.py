@@ -8,7 +8,13 @@ from torch import nn
 
 from survae.errors import check_shape
 from survae.flows import Flow
-from survae.nn.flowpp import ChannelLayerNorm, GatedResidualConv, GatedSelfAttention, conv2d
+from survae.nn.flowpp import (
+    ChannelLayerNorm,
+    GatedResidualConv,
+    GatedSelfAttention,
+    _scale,
+    conv2d,
+)
 from survae.transforms.bijections.flowpp import HalfSplit
 
 
@@ -18,8 +24,9 @@ class FlowPPContextNet(nn.Module):
     ``num_blocks`` gated residual convs (3×3 second conv); with ``attention`` each block adds
     layer norm, gated self-attention (with a positional embedding) and layer norm, and with
     ``weight_norm`` every convolution is weight-normalised, as the official ImageNet models'
-    ``deep_processor``. Output ``[B, context_channels, H, W/2]``, the spatial size of the
-    couplings it conditions."""
+    ``deep_processor``; ``data_init``: the official data-dependent initialisation of every
+    convolution (:class:`~survae.nn.flowpp.DataInitConv2d`, as the official ``shallow_processor``).
+    Output ``[B, context_channels, H, W/2]``, the spatial size of the couplings it conditions."""
 
     def __init__(
         self,
@@ -31,14 +38,16 @@ class FlowPPContextNet(nn.Module):
         num_heads: int = 4,
         image_size: tuple[int, int] | None = None,
         weight_norm: bool = False,
+        data_init: bool = False,
     ):
         super().__init__()
         self.in_channels = in_channels
         self.split = HalfSplit("columns")
-        self.inp = conv2d(2 * in_channels, context_channels, 3, weight_norm)
+        wn, di = weight_norm, data_init
+        self.inp = conv2d(2 * in_channels, context_channels, 3, wn, _scale(di, 1.0))
         self.convs = nn.ModuleList(
             GatedResidualConv(
-                context_channels, dropout, second_kernel_size=3, weight_norm=weight_norm
+                context_channels, dropout, second_kernel_size=3, weight_norm=wn, data_init=di
             )
             for _ in range(num_blocks)
         )
@@ -47,7 +56,7 @@ class FlowPPContextNet(nn.Module):
                 raise ValueError("FlowPPContextNet: attention needs image_size (H, W/2)")
             self.pos_emb = nn.Parameter(torch.randn(1, context_channels, *image_size) * 0.01)
             self.attns = nn.ModuleList(
-                GatedSelfAttention(context_channels, num_heads, dropout, weight_norm)
+                GatedSelfAttention(context_channels, num_heads, dropout, wn, di)
                 for _ in range(num_blocks)
             )
             self.norms = nn.ModuleList(
