@@ -176,3 +176,15 @@ def test_log_scale_factor_stores_the_log_scale_divided_and_keeps_the_function():
     torch.testing.assert_close(glow.log_scale.grad, 3.0 * plain.log_scale.grad)
     with pytest.raises(ValueError, match="log_scale_factor must be > 0"):
         ActNorm(3, log_scale_factor=0.0)
+
+
+def test_data_init_is_openais_formula_on_a_known_batch():
+    # openai/glow tfops.actnorm: b = -mean, logs = log(1 / (sqrt(var) + 1e-6)) / logscale_factor;
+    # channel 1 has std 1e-6, where 1/sqrt(var + 1e-6) would be about 500 times smaller
+    x = torch.tensor([[1.0, 0.0], [3.0, 2e-6]], dtype=torch.float64).view(2, 2, 1, 1)
+    an = ActNorm(2, log_scale_factor=3.0).double()
+    z, ldj = an(x.repeat(1, 1, 2, 3))
+    std = torch.tensor([1.0, 1e-6], dtype=torch.float64)
+    torch.testing.assert_close(an.loc, torch.tensor([2.0, 1e-6], dtype=torch.float64))
+    torch.testing.assert_close(an.log_scale, torch.log(1 / (std + 1e-6)) / 3)
+    torch.testing.assert_close(ldj, torch.log(1 / (std + 1e-6)).sum().expand(2) * 6)
