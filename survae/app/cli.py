@@ -152,7 +152,7 @@ def _hydra_main():
     def main(cfg: DictConfig) -> float | None:
         from survae.training import train
 
-        with one_line_errors_in_single_runs(), tee_output(_job_log()):
+        with one_line_errors_in_single_runs(cfg), tee_output(_job_log()):
             container = _job_config(cfg)
             results = train(container)
         exit_if_interrupted(results)
@@ -171,10 +171,11 @@ def _job_log() -> Path:
 
 
 @contextlib.contextmanager
-def one_line_errors_in_single_runs() -> Iterator[None]:
+def one_line_errors_in_single_runs(cfg: Any = None) -> Iterator[None]:
     """In a single (not multirun) Hydra job, a configuration error ends the process with its
     one line (Hydra would print "Error executing job" and the traceback); in a sweep it fails
-    the job, so the sweeper records the failed trial and goes on."""
+    the job, so the sweeper records the failed trial and goes on, and the job's folder gets a
+    results.json saying so (state failed, the reason) for the sweep's report."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -184,10 +185,30 @@ def one_line_errors_in_single_runs() -> Iterator[None]:
         if _FULL_TRACEBACK or not is_user_error(err):
             raise
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            _record_sweep_job_failure(cfg, err)
             raise
         if HydraConfig.initialized():
             remove_if_nothing_ran(HydraConfig.get().runtime.output_dir)
         exit_with_error(err)
+
+
+def _record_sweep_job_failure(cfg: Any, err: BaseException) -> None:
+    """results.json (state failed) in a sweep job's folder that a configuration error stopped
+    before the run owned it; a folder with a record already keeps it."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from survae.training.run_record import write_failure_record
+
+    hydra_cfg = HydraConfig.get()
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True) if cfg is not None else {}
+    except Exception:  # the config itself does not resolve: what Hydra knows of the job
+        plain = {"task_name": hydra_cfg.job.name}
+    if not isinstance(plain, dict):
+        plain = {}
+    plain.setdefault("run_info", {"overrides": list(hydra_cfg.overrides.task)})
+    write_failure_record(hydra_cfg.runtime.output_dir, plain, err, trained=False)
 
 
 def _resume_main(argv: Sequence[str]) -> None:

@@ -168,3 +168,18 @@ def test_fetch_offline_is_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Error: downloading https://zenodo.org/")
     assert "Connection refused" in lines[0]
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_sweep_job_stopped_by_a_config_error_leaves_a_failed_record(tmp_path):
+    tiny = ["data.train_size=256", "data.val_size=64", "data.test_size=64", "logger=none"]
+    args = ["-m", "seed=abc,1", "trainer.max_steps=2", "callbacks.samples.every_n_epochs=0"]
+    proc = _run_py([*args, *tiny], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: seed: must be an integer")
+    records = {
+        p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/results.json")
+    }
+    assert {name[0]: r["state"] for name, r in records.items()} == {"0": "failed", "1": "finished"}
+    failed = next(r for name, r in records.items() if name.startswith("0"))
+    assert failed["reason"].startswith("ConfigError: seed: must be an integer")
+    assert "seed=abc" in failed["overrides"]
