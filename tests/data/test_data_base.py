@@ -62,6 +62,8 @@ EXPECTED = {  # name -> (kind, shape, num_bins)
     "svhn": ("image", (3, 32, 32), 256),
     "celeba": ("image", (3, 64, 64), 256),
     "sinewave": ("toy", (2,), None),
+    "torus_mixture": ("toy", (2,), None),
+    "target": ("target", (2,), None),
     "cifar10": ("image", (3, 32, 32), 256),
     "imagenet32": ("image", (3, 32, 32), 256),
     "imagenet64": ("image", (3, 64, 64), 256),
