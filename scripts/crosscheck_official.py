@@ -10,7 +10,9 @@ layer and saves its weights, inputs and results as a plain tensor dict. survae's
 (``weights_only=True``), maps the official weights onto its own model *by meaning* (the pure
 helpers below: coupling output rows, ActNorm sign, positional-embedding shape, shuffles,
 the dequantization flow's reversed layer order), evaluates the same inputs with the same random
-seed and prints max |Δ log p| in nats for the whole model and the worst layer boundary.
+seed and prints max |Δ log p| in nats for the whole model and the worst layer boundary,
+then each support-edge input (:func:`edge_inputs`: exact zeros, interval bounds) on its own
+line, marked where it exceeds the per-case target (1e-3 nats in float32, 1e-5 in float64).
 
 This is a tool run by hand; nothing here is imported by survae.
 """
@@ -234,13 +236,40 @@ def _official_model(name: str, official: Path):
     raise KeyError(name)
 
 
+#: support-edge inputs appended to the random ones (within the official toy AbsFlow's ±4, whose
+#: Logit asserts its input |x|/4 lies in [0, 1]): exact zeros (the abs surjections' fold point)
+#: and the interval bounds (Logit input 0 and 1, the uniform base's bounds 0 and 1)
+TOY_EDGES = [(0.0, 0.5), (0.0, 0.0), (0.5, 0.0), (4.0, 0.5), (-4.0, -0.5), (0.5, -4.0),
+             (0.5, 4.0), (4.0, 4.0), (-4.0, -4.0)]  # fmt: skip
+#: point-set edges: one set whose first points lie on the corners and sides of [0, 28]²
+#: (no two share a first coordinate, so the sort order is unambiguous)
+POINT_EDGES = [(0.0, 0.0), (28.0, 28.0), (14.0, 0.0), (7.0, 28.0), (21.0, 0.0)]
+
+
+def edge_inputs(name: str) -> tuple[torch.Tensor, list[str]]:
+    """Inputs on the support edges of experiment ``name`` and a label for each."""
+    if name.startswith("toy_"):
+        return torch.tensor(TOY_EDGES), [f"x=({a:g}, {b:g})" for a, b in TOY_EDGES]
+    if name in ("sort_flow", "permute_flow"):
+        x = torch.rand(1, 50, 2, generator=torch.Generator().manual_seed(2)) * 28
+        x[0, : len(POINT_EDGES)] = torch.tensor(POINT_EDGES)
+        return x, ["points on the edges of [0, 28]²"]
+    x = torch.zeros(2, 3, 32, 32, dtype=torch.long)
+    x[1] = 255
+    x[0, :, 16:] = 255
+    return x, ["8-bit image, top half 0, bottom half 255", "8-bit image, all 255"]
+
+
 def _inputs(name: str) -> torch.Tensor:
+    """The random inputs followed by :func:`edge_inputs`."""
     g = torch.Generator().manual_seed(0)
     if name.startswith("toy_"):
-        return torch.rand(512, 2, generator=g) * 7.8 - 3.9
-    if name in ("sort_flow", "permute_flow"):
-        return torch.rand(8, 50, 2, generator=g) * 28
-    return torch.randint(0, 256, (2, 3, 32, 32), generator=g)
+        x = torch.rand(512, 2, generator=g) * 7.8 - 3.9
+    elif name in ("sort_flow", "permute_flow"):
+        x = torch.rand(8, 50, 2, generator=g) * 28
+    else:
+        x = torch.randint(0, 256, (2, 3, 32, 32), generator=g)
+    return torch.cat([x, edge_inputs(name)[0].to(x.dtype)])
 
 
 def _per_layer(model, x: torch.Tensor, call: Callable) -> dict[str, torch.Tensor]:
@@ -451,19 +480,48 @@ def our_side(name: str, src: Path, out: Path) -> None:
 # ============================================================================================
 # Driver
 # ============================================================================================
-def compare(name: str, official: dict, ours: dict) -> str:
-    whole = (official["log_prob"] - ours["log_prob"]).abs().max().item()
+#: per-case targets in nats (float32 rounds a ~2·10⁴-nat image log-likelihood at ~1e-3)
+TARGET = {torch.float32: 1e-3, torch.float64: 1e-5}
+
+
+def _worst_step(name: str, official: dict, ours: dict, rows: slice) -> tuple[float, str]:
+    """The largest difference one layer boundary adds over ``rows``, and that layer."""
     n_o, n_s = official["cumulative"].shape[1], ours["cumulative"].shape[1]
     worst, where = 0.0, "-"
-    prev = torch.zeros_like(official["log_prob"])
+    prev = torch.zeros_like(official["log_prob"][rows])
     for io, is_ in _alignment(name, n_o, n_s):
-        diff = official["cumulative"][:, io] - ours["cumulative"][:, is_]
+        diff = official["cumulative"][rows, io] - ours["cumulative"][rows, is_]
         step = (diff - prev).abs().max().item()  # what this layer adds to the difference
-        if step > worst:
+        if not step <= worst:  # NaN (an infinite log p on one side only) counts as worst
             worst, where = step, f"official layer {io} ({official['layer_names'][io]})"
+        if step != step:
+            break
         prev = diff
-    return (f"{name:28s} max |Δ log p| = {whole:.2e} nats   worst layer step {worst:.2e} at "
-            f"{where}")  # fmt: skip
+    return worst, where
+
+
+def compare(name: str, official: dict, ours: dict) -> list[str]:
+    """One line for the random inputs, then one per edge case (``> target`` where exceeded)."""
+    labels = edge_inputs(name)[1]
+    n_random = official["log_prob"].shape[0] - len(labels)
+    target = TARGET[DTYPE["value"]]
+    delta = official["log_prob"] - ours["log_prob"]
+    both_inf = (official["log_prob"] == ours["log_prob"]) & official["log_prob"].isinf()
+    delta = delta.abs().masked_fill(both_inf, 0.0)
+    whole = delta[:n_random].max().item()
+    worst, where = _worst_step(name, official, ours, slice(0, n_random))
+    lines = [f"{name:28s} max |Δ log p| = {whole:.2e} nats   worst layer step {worst:.2e} at "
+             f"{where}"]  # fmt: skip
+    for i, label in enumerate(labels):
+        row = n_random + i
+        d = delta[row].item()
+        flag = "" if d <= target else f"   > target {target:g}"
+        lp_o, lp_s = official["log_prob"][row].item(), ours["log_prob"][row].item()
+        step, at = _worst_step(name, official, ours, slice(row, row + 1))
+        at = f", worst step at {at}" if step > 0 else (", base distribution" if d > 0 else "")
+        lp = f"official {lp_o:.6g}, survae {lp_s:.6g}"
+        lines.append(f"  edge {label}: |Δ log p| = {d:.2e} ({lp}{at}){flag}")
+    return lines
 
 
 def run(official: Path, names: Sequence[str]) -> list[str]:
@@ -481,9 +539,9 @@ def run(official: Path, names: Sequence[str]) -> list[str]:
                            check=True, cwd=tmp)  # fmt: skip
             o = torch.load(o_file, weights_only=True)
             o = {k: o[k] for k in ("log_prob", "cumulative", "layer_names")}
-            line = compare(name, o, torch.load(s_file, weights_only=True))
-            print(line, flush=True)
-            lines.append(line)
+            got = compare(name, o, torch.load(s_file, weights_only=True))
+            print("\n".join(got), flush=True)
+            lines += got
     return lines
 
 

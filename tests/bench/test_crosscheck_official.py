@@ -83,3 +83,42 @@ def test_group_state_and_pair_in_order():
         cc.pair_in_order([("a", torch.zeros(2))], [("b", torch.zeros(3))])
     with pytest.raises(ValueError, match="1 official tensors vs 0"):
         cc.pair_in_order([("a", torch.zeros(2))], [])
+
+
+def test_inputs_end_with_the_support_edges():
+    x = cc._inputs("toy_abs_corners")
+    edges, labels = cc.edge_inputs("toy_abs_corners")
+    assert len(labels) == len(edges) and torch.equal(x[-len(edges) :], edges)
+    assert [0.0, 0.5] in edges.tolist() and [4.0, 4.0] in edges.tolist()
+    assert x.abs().max() <= 4.0  # the official AbsFlow's Logit asserts |x|/4 in [0, 1]
+    points = cc._inputs("sort_flow")[-1]
+    assert points.min() == 0.0 and points.max() == 28.0
+    images = cc._inputs("maxpool_flow_cifar10")[-2:]
+    assert images.min() == 0 and images.max() == 255
+
+
+def test_toy_abs_flow_logit_clamps_the_edges_like_the_official_code():
+    # the official Logit: x clamped to [1e-6, 1 − 1e-6], ldj = −log x − log(1 − x) there
+    logit = cc._our_model("toy_abs_corners").transforms[2].double()
+    x = torch.tensor([[0.0, 0.5], [1.0, 0.5]], dtype=torch.float64)  # |x| / 4 at x = (0, 2), (4, 2)
+    z, ldj = logit(x)
+    c = x.clamp(1e-6, 1 - 1e-6)
+    torch.testing.assert_close(z, torch.log(c) - torch.log1p(-c))
+    torch.testing.assert_close(ldj, (-torch.log(c) - torch.log1p(-c)).sum(1))
+
+
+def test_compare_reports_each_edge_case_against_the_target():
+    n = 512 + len(cc.TOY_EDGES)
+    log_p = torch.zeros(n, dtype=torch.float64)
+    ours = log_p.clone()
+    ours[512] = 0.02  # x = (0, 0.5) off by 0.02 nats
+    ours[513] = -torch.inf
+    official = {"log_prob": log_p, "cumulative": log_p[:, None].clone(), "layer_names": ["L"]}
+    official["log_prob"][514] = -torch.inf  # both sides -inf: no difference
+    ours[514] = -torch.inf
+    ours = {"log_prob": ours, "cumulative": torch.zeros(n, 1, dtype=torch.float64)}
+    lines = cc.compare("toy_baseline_corners", official, ours)
+    assert len(lines) == 1 + len(cc.TOY_EDGES) and "max |Δ log p| = 0.00e+00" in lines[0]
+    assert "x=(0, 0.5): |Δ log p| = 2.00e-02" in lines[1] and "> target 0.001" in lines[1]
+    assert "inf" in lines[2] and "> target" in lines[2]
+    assert "> target" not in lines[3] and "> target" not in lines[4]
