@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from survae.data.errors import flat_reason, is_download_failure
 from survae.errors import DownloadError
@@ -113,8 +113,8 @@ def collate(batch: torch.Tensor | tuple | Sequence) -> torch.Tensor | tuple:
     return torch.stack(items)
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """Random order of ``range(n)`` fixed by ``(seed, epoch)``.
+class EpochShuffleSampler(DistributedSampler):
+    """Random order of ``range(n)`` fixed by ``(seed, epoch)``; under DDP each rank's share.
 
     Lightning calls :meth:`set_epoch` before every training epoch; without such calls (a
     plain ``for`` loop over the loader) the epoch advances by itself after each pass. A run
@@ -122,9 +122,15 @@ class EpochShuffleSampler(Sampler[int]):
     recorded: from then on the sampler counts epochs itself (Lightning's epoch counter is off
     by one after resuming an iteration-bounded run from an epoch-end checkpoint) and the first
     pass skips the part of the epoch that was already trained.
+
+    In a distributed run (``torch.distributed`` initialised) every rank takes every
+    ``world_size``-th index of the same epoch order, padded as ``DistributedSampler`` pads it,
+    and the resume skip counts that rank's examples. It is a ``DistributedSampler`` so that
+    Lightning keeps it instead of wrapping it in one of its own, whose position a resumed run
+    could not restore.
     """
 
-    def __init__(self, n: int, seed: int = 0):
+    def __init__(self, n: int, seed: int = 0):  # no process group needed (no super().__init__)
         self.n, self.seed, self.epoch = int(n), int(seed), 0
         self._epoch_given = False
         self._own_count = False
@@ -143,13 +149,27 @@ class EpochShuffleSampler(Sampler[int]):
         self._skip = 0 if epoch_done else int(num_consumed)
         self._own_count = True
 
+    @staticmethod
+    def _replicas() -> tuple[int, int]:
+        """``(world_size, rank)`` of the process group, ``(1, 0)`` outside one."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
     def __len__(self) -> int:
-        return self.n
+        world, _ = self._replicas()
+        return -(-self.n // world)
 
     def __iter__(self) -> Iterator[int]:
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(2)
         g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        order = torch.randperm(self.n, generator=g).tolist()[self._skip :]
+        order = torch.randperm(self.n, generator=g).tolist()
+        world, rank = self._replicas()
+        if world > 1:
+            total = len(self) * world
+            order = (order * (-(-total // self.n)))[:total][rank:total:world]
+        order = order[self._skip :]
         self._skip = 0
         self.current_epoch = self.epoch
         if self._own_count or not self._epoch_given:

@@ -256,3 +256,26 @@ def test_epoch_shuffle_sampler_resumable():
     assert list(resumed) == second and list(resumed) == second  # fixed while epoch is given
     other = EpochShuffleSampler(50, seed=2)
     assert list(other) != first
+
+
+def test_epoch_shuffle_sampler_shards_and_resumes_per_rank(monkeypatch):
+    """Under DDP each rank takes its share of one epoch order, and a resume skips that rank's
+    examples; Lightning keeps the sampler (it is a DistributedSampler) rather than wrapping it."""
+    from torch.utils.data import DistributedSampler
+
+    from survae.data.base import EpochShuffleSampler
+
+    assert isinstance(EpochShuffleSampler(10), DistributedSampler)
+    whole = list(EpochShuffleSampler(11, seed=4))
+    shards = []
+    for rank in range(2):
+        monkeypatch.setattr(EpochShuffleSampler, "_replicas", staticmethod(lambda r=rank: (2, r)))
+        s = EpochShuffleSampler(11, seed=4)
+        assert len(s) == 6
+        shards.append(list(s))
+        resumed = EpochShuffleSampler(11, seed=4)
+        resumed.resume_at(0, 4)
+        assert list(resumed) == shards[-1][4:]  # the rank's own examples already trained
+    padded = whole + whole[:1]  # padded to 12 as DistributedSampler pads
+    assert shards == [padded[0::2], padded[1::2]]
+    assert sorted(set(shards[0]) | set(shards[1])) == list(range(11))
