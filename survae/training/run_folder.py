@@ -52,13 +52,25 @@ def atomic_write(
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        if _disk_full(err):
             raise OSError(
                 errno.ENOSPC,
                 f"no space left on the device of {folder} while writing {path}; the previous "
                 "version of that file is kept (free space, then resume the run)",
             ) from None
         raise
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it arose from is ENOSPC (``torch.save`` turns a full
+    disk into a RuntimeError of its zip writer raised while the OSError is handled)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

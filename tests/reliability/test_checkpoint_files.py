@@ -198,3 +198,25 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(trained, tmp_path):
         assert not list((run / "checkpoints").glob(".tmp-*"))
     finally:
         subprocess.run(["umount", str(mount)])
+
+
+def test_full_disk_inside_the_serialiser_is_still_a_full_disk(tmp_path):
+    """torch.save's zip writer reports ENOSPC as a RuntimeError raised while the OSError is
+    handled; that is still the one full-disk error, and the previous file stays."""
+    import errno
+
+    from survae.training.run_folder import atomic_write
+
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(b"previous")
+
+    def write(f):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos")  # noqa: B904
+
+    with pytest.raises(OSError) as err:
+        atomic_write(path, write, binary=True, suffix=".ckpt")
+    assert err.value.errno == errno.ENOSPC and "previous version" in str(err.value)
+    assert path.read_bytes() == b"previous" and not list(tmp_path.glob(".tmp-*"))
