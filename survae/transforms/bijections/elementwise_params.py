@@ -18,9 +18,8 @@ import torch
 
 from survae.nn.build import NetSpec
 from survae.nn.made import MADE
-from survae.transforms.base import Bijection
-from survae.transforms.bijections.autoregressive import _check_inputs
 from survae.transforms.bijections.coupling import _Coupling
+from survae.transforms.bijections.made_elementwise import MADEElementwise
 from survae.utils import sum_except_batch
 
 
@@ -64,7 +63,7 @@ class ElementwiseCoupling(_ElementwiseMap, _Coupling):
         return y, sum_except_batch(log_deriv)
 
 
-class ElementwiseAutoregressive(_ElementwiseMap, Bijection):
+class ElementwiseAutoregressive(MADEElementwise):
     """A masked autoregressive layer on vectors ``[B, features]``:
     ``z_i = f(x_i; θ_i(x_<i))`` with ``θ`` from one MADE pass, ``f`` from ``_transform``.
 
@@ -85,10 +84,7 @@ class ElementwiseAutoregressive(_ElementwiseMap, Bijection):
         activation_name: str = "relu",
     ):
         super().__init__()
-        if features < 1:
-            raise ValueError(f"{type(self).__name__}: features must be >= 1, got {features}")
-        self.features = int(features)
-        self.context_features = int(context_features)
+        self._set_features(features, context_features)
         self.made = MADE(
             self.features,
             self.features * self.params_per_element,
@@ -99,20 +95,6 @@ class ElementwiseAutoregressive(_ElementwiseMap, Bijection):
             reverse_order=reverse_order,
             seed=seed,
         )
-
-    def _check(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor | None:
-        context = _check_inputs(self, x, context, self.features, self.context_features)
-        return None if context is None else context.to(x.dtype)
-
-    def _params(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        return self.made(x, context).view(x.shape[0], self.features, self.params_per_element)
-
-    def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        context = self._check(x, context)
-        z, log_deriv = self._transform(x, self._params(x, context), inverse=False)
-        return z, log_deriv.sum(dim=1)
 
     def inverse_with_ldj(
         self, z: torch.Tensor, context: torch.Tensor | None = None
